@@ -1,0 +1,106 @@
+"""ASGI `SessionMiddleware`: `scope["session"]` for Starlette, FastAPI or any ASGI app.
+
+A drop-in for `starlette.middleware.sessions.SessionMiddleware` (same keyword names),
+with the data kept server-side in an async-capable store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Unpack
+
+from .core import SessionOptions, build_core
+from .driver import run_async
+from .policy import ErrorResponse
+from .session import Session
+from .stores.base import AsyncStore
+from .stores.file import DEFAULT_DIRECTORY, FileStore
+from .types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["SessionMiddleware"]
+
+# Close codes for a websocket refused before it was accepted (RFC 6455, section 7.4.1).
+_WS_POLICY_VIOLATION = 1008
+_WS_TRY_AGAIN_LATER = 1013
+
+
+class SessionMiddleware:
+    """Loads the session before the app runs and saves it when the response starts.
+
+    HTTP requests get a writable `scope["session"]`; websocket connections get it
+    read-only (they cannot send Set-Cookie); lifespan and other scopes pass through.
+    `store` defaults to a `FileStore` in `./sessions`.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        secret_key: str | bytes | Sequence[str | bytes],
+        *,
+        store: AsyncStore | None = None,
+        **options: Unpack[SessionOptions],
+    ) -> None:
+        if store is not None and not isinstance(store, AsyncStore):
+            raise TypeError(
+                f"store {store!r} has no async API (aload/asave/...); the ASGI middleware "
+                "needs a store such as FileStore, MemoryStore or RedisStore"
+            )
+        self.app = app
+        self.store: AsyncStore = store if store is not None else FileStore(DEFAULT_DIRECTORY)
+        self.core = build_core(secret_key, **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        cookie = b"; ".join(v for k, v in scope["headers"] if k == b"cookie").decode("latin-1")
+        is_websocket = scope["type"] == "websocket"
+        opened = await run_async(self.core.open(cookie, read_only=is_websocket), self.store)
+        if isinstance(opened, ErrorResponse):
+            if is_websocket:
+                code = _WS_TRY_AGAIN_LATER if opened.status == 503 else _WS_POLICY_VIOLATION
+                await send({"type": "websocket.close", "code": code})
+            else:
+                await _send_response(send, opened)
+            return
+        scope["session"] = opened
+        if is_websocket:
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, receive, _CommittingSend(self, opened, send))
+
+
+class _CommittingSend:
+    """Wraps `send`: saves the session at `http.response.start`, before any byte goes out."""
+
+    def __init__(self, middleware: SessionMiddleware, session: Session, send: Send) -> None:
+        self._middleware = middleware
+        self._session = session
+        self._send = send
+        self._replaced = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            core, store = self._middleware.core, self._middleware.store
+            result = await run_async(core.commit(self._session), store)
+            if isinstance(result, ErrorResponse):
+                # The save failed, so the app's response would lie; answer 503 instead.
+                self._replaced = True
+                await _send_response(self._send, result)
+                return
+            if result is not None:
+                message = dict(message)
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"set-cookie", result.encode("latin-1")),
+                ]
+        elif self._replaced:
+            return  # the app's body belongs to the response we replaced
+        await self._send(message)
+
+
+async def _send_response(send: Send, response: ErrorResponse) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+    headers.append((b"content-length", str(len(response.body)).encode()))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})

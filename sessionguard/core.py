@@ -1,0 +1,369 @@
+"""The sans-IO session logic both adapters share.
+
+The core never touches a store. `SessionCore.open` and `SessionCore.commit` are
+generator *flows*, after httpx's `Auth.auth_flow`: they yield store operations
+(`Load`, `Save`, ...) and receive the results, and `sessionguard.driver` runs them with
+a sync or an async store. So the open -> policy -> session -> save/touch -> Set-Cookie
+sequence, the compare-and-swap retry and the changed-key merge exist exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypedDict, TypeVar, Unpack
+
+from .codec import Envelope, Serializer, decode, encode
+from .cookie import CookieSettings, SameSite, Signer, read_cookie
+from .errors import ConfigurationError, ConflictError, CorruptSessionError, StoreUnavailableError
+from .policy import CorruptionEvent, CorruptionPolicy, ErrorResponse
+from .session import Loaded, Session
+from .stores.base import ABSENT, Record
+
+__all__ = [
+    "Delete",
+    "Load",
+    "Op",
+    "Quarantine",
+    "Save",
+    "SessionCore",
+    "SessionOptions",
+    "Touch",
+    "build_core",
+    "key_hash",
+]
+
+logger = logging.getLogger("sessionguard")
+security_logger = logging.getLogger("sessionguard.security")
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Save:
+    key: str
+    payload: bytes
+    expires_at: float
+    expected_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: str
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    key: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """Copy a corrupt record into `directory`, then delete it if it is still that record."""
+
+    directory: str
+    file_name: str
+    record: Record
+    key: str
+
+
+Op = Load | Save | Delete | Touch | Quarantine
+Flow = Generator[Op, Any, _T]
+
+
+def key_hash(key: str) -> str:
+    """A short, stable name for a session in logs and events that does not reveal its id."""
+    return hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
+
+
+class SessionCore:
+    """Session behaviour, configured once per middleware."""
+
+    def __init__(
+        self,
+        secret_key: str | bytes | Sequence[str | bytes],
+        *,
+        cookie: CookieSettings,
+        policy: CorruptionPolicy,
+        idle_timeout: int | None,
+        absolute_timeout: int,
+        save_every_request: bool,
+        serializer: Serializer = "msgpack",
+        merge: bool = True,
+        max_attempts: int = 8,
+        regenerate_grace: int = 30,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.signer = Signer(secret_key)
+        self.cookie = cookie
+        self.policy = policy
+        self.idle_timeout = idle_timeout or cookie.max_age or 14 * 24 * 60 * 60
+        self.absolute_timeout = absolute_timeout
+        if self.idle_timeout <= 0 or absolute_timeout <= 0:
+            raise ConfigurationError("idle_timeout and absolute_timeout must be positive seconds")
+        if serializer not in ("msgpack", "json"):
+            raise ConfigurationError(f"serializer must be 'msgpack' or 'json', got {serializer!r}")
+        if max_attempts < 1:
+            raise ConfigurationError(f"max_attempts must be at least 1, got {max_attempts!r}")
+        self.save_every_request = save_every_request
+        self.serializer: Serializer = serializer
+        self.merge = merge
+        self.max_attempts = max_attempts
+        self.regenerate_grace = regenerate_grace
+        self.clock = clock
+
+    # -- opening ------------------------------------------------------------------------
+
+    def open(
+        self, cookie_header: str | None, *, read_only: bool = False
+    ) -> Flow[Session | ErrorResponse]:
+        """Flow: read the cookie, load and check the record, and return the request's session.
+
+        Returns an `ErrorResponse` when the policy rejects a corrupt record or the store is
+        unavailable; the app must then not be called.
+        """
+        try:
+            return (yield from self._open(cookie_header, read_only))
+        except StoreUnavailableError as exc:
+            logger.error("session store unavailable while loading: %s", exc)
+            return self.policy.unavailable_response(exc)
+
+    def _open(self, cookie_header: str | None, read_only: bool) -> Flow[Session | ErrorResponse]:
+        value = read_cookie(cookie_header, self.cookie.name)
+        if value is None:
+            return Session(read_only=read_only)
+        key = self.signer.unsign(value)
+        if key is None:
+            # Forged, garbled, oversized, or signed with a retired key: never looked up.
+            security_logger.info("session cookie rejected: bad format or signature")
+            return self._fresh(read_only, stale_cookie=True)
+        record: Record | None = yield Load(key)
+        if record is None:
+            return self._fresh(read_only, stale_cookie=True)
+        try:
+            envelope = decode(record.payload)
+        except CorruptSessionError as exc:
+            return (yield from self._corrupt(key, record, exc, read_only))
+        if envelope.moved_to is not None:
+            # The id was regenerated. Following the pointer here would hand the new id to
+            # whoever holds the old one (session fixation), so this request starts fresh.
+            return Session(read_only=read_only)
+        if envelope.created_at + self.absolute_timeout <= self.clock():
+            yield Delete(key, expected_version=record.version)
+            return self._fresh(read_only, stale_cookie=True)
+        loaded = Loaded(key, record.version, envelope.created_at, record.expires_at)
+        return Session(envelope.data, loaded=loaded, read_only=read_only)
+
+    def _fresh(self, read_only: bool, *, stale_cookie: bool) -> Session:
+        session = Session(read_only=read_only)
+        session.stale_cookie = stale_cookie
+        return session
+
+    def _corrupt(
+        self, key: str, record: Record, exc: CorruptSessionError, read_only: bool
+    ) -> Flow[Session | ErrorResponse]:
+        event = CorruptionEvent(exc.reason, key_hash(key), exc.detail)
+        logger.warning(
+            "corrupt session record %s (%s): %s", event.key_hash, event.reason, event.detail
+        )
+        action = self.policy.decide(event)
+        if self.policy.quarantine_dir is not None:
+            name = f"{event.key_hash}-{event.reason}-{int(self.clock())}.bin"
+            yield Quarantine(self.policy.quarantine_dir, name, record, key)
+        elif action == "reset":
+            # Only this exact record: a concurrent request may already have replaced it.
+            yield Delete(key, expected_version=record.version)
+        if action == "reject":
+            return self.policy.reject_response(self.cookie.clear_header())
+        return self._fresh(read_only, stale_cookie=True)
+
+    # -- committing ---------------------------------------------------------------------
+
+    def commit(self, session: Session) -> Flow[str | None | ErrorResponse]:
+        """Flow: persist what the request changed; return the Set-Cookie value to send, if any.
+
+        Returns an `ErrorResponse` (503) when the store is unavailable or concurrent
+        writers kept winning; the stored data is then as it was.
+        """
+        if session.read_only:
+            return None
+        try:
+            return (yield from self._commit(session))
+        except (StoreUnavailableError, ConflictError) as exc:
+            logger.error("session %s not saved: %s", key_hash(session.id), exc)
+            return self.policy.unavailable_response(exc)
+
+    def _commit(self, session: Session) -> Flow[str | None]:
+        loaded = session.loaded
+        if session.invalidated and loaded is not None:
+            yield Delete(loaded.key)  # unconditional: logout wins over any concurrent save
+        if session.regenerated and loaded is not None:
+            return (yield from self._regenerate(session, loaded))
+        if loaded is None or session.invalidated:
+            return (yield from self._create(session))
+        if session.modified:
+            return (yield from self._update(session, loaded))
+        return (yield from self._refresh(loaded))
+
+    def _expiry(self, created_at: float) -> float:
+        return min(self.clock() + self.idle_timeout, created_at + self.absolute_timeout)
+
+    def _payload(
+        self, data: dict[str, Any], created_at: float, moved_to: str | None = None
+    ) -> bytes:
+        return encode(Envelope(data, created_at, moved_to), self.serializer)
+
+    def _create(self, session: Session) -> Flow[str | None]:
+        if not session:
+            stale = session.stale_cookie or session.invalidated
+            return self.cookie.clear_header() if stale else None
+        now = self.clock()
+        payload = self._payload(dict(session), now)
+        version = yield Save(session.id, payload, self._expiry(now), ABSENT)
+        if version is None:  # pragma: no cover - a 160-bit random id that already exists
+            raise ConflictError("a freshly generated session id already exists in the store")
+        return self.cookie.set_header(self.signer.sign(session.id))
+
+    def _refresh(self, loaded: Loaded) -> Flow[str | None]:
+        """Slide the idle deadline of a session this request only read."""
+        expires_at = self._expiry(loaded.created_at)
+        # Skip the write unless it moves the deadline noticeably (at most once a minute).
+        if not self.save_every_request and expires_at - loaded.expires_at < min(
+            60, self.idle_timeout / 100
+        ):
+            return None
+        touched = yield Touch(loaded.key, expires_at)
+        return self.cookie.set_header(self.signer.sign(loaded.key)) if touched else None
+
+    def _update(self, session: Session, loaded: Loaded) -> Flow[str | None]:
+        """Compare-and-swap this request's changes onto the newest stored record."""
+        key, version, created_at = loaded.key, loaded.version, loaded.created_at
+        data = dict(session)
+        for _ in range(self.max_attempts):
+            expected = version if self.merge else None
+            if data:
+                payload = self._payload(data, created_at)
+                done = (yield Save(key, payload, self._expiry(created_at), expected)) is not None
+            else:
+                done = yield Delete(key, expected_version=expected)
+            if done:
+                if key != loaded.key:
+                    return None  # merged into the regenerated session; its cookie is already out
+                if data:
+                    return self.cookie.set_header(self.signer.sign(key))
+                return self.cookie.clear_header()
+            newest = yield from self._newest(key)
+            if newest is None:
+                # Deleted meanwhile (logout, expiry): never bring it back.
+                return self.cookie.clear_header() if key == loaded.key else None
+            key, version, created_at, base = newest
+            data = session.apply_changes(base)
+        raise ConflictError(
+            f"gave up saving session {key_hash(loaded.key)} after {self.max_attempts} "
+            "attempts: other requests kept changing it"
+        )
+
+    def _newest(self, key: str) -> Flow[tuple[str, int, float, dict[str, Any]] | None]:
+        """Load the newest state of `key`, following regenerate pointers (bounded)."""
+        for _ in range(self.max_attempts):
+            record: Record | None = yield Load(key)
+            if record is None:
+                return None
+            try:
+                envelope = decode(record.payload)
+            except CorruptSessionError as exc:
+                # The newest copy is unreadable; this request's full data replaces it.
+                logger.warning("overwriting corrupt session record %s: %s", key_hash(key), exc)
+                return key, record.version, self.clock(), {}
+            if envelope.moved_to is None:
+                return key, record.version, envelope.created_at, envelope.data
+            key = envelope.moved_to
+        return None
+
+    def _regenerate(self, session: Session, loaded: Loaded) -> Flow[str | None]:
+        """Store the data under the new id, then turn the old id into a forward pointer."""
+        new_key, now = session.id, self.clock()
+        data = dict(session)
+        new_version = yield Save(new_key, self._payload(data, now), self._expiry(now), ABSENT)
+        if new_version is None:  # pragma: no cover - see _create
+            raise ConflictError("a freshly generated session id already exists in the store")
+        pointer = self._payload({}, now, moved_to=new_key)
+        old_version = loaded.version
+        for _ in range(self.max_attempts):
+            moved = yield Save(loaded.key, pointer, now + self.regenerate_grace, old_version)
+            if moved is not None:
+                return self.cookie.set_header(self.signer.sign(new_key))
+            record: Record | None = yield Load(loaded.key)
+            if record is None:
+                # Logged out concurrently: logout wins, the new copy goes too.
+                yield Delete(new_key)
+                return self.cookie.clear_header()
+            try:
+                envelope = decode(record.payload)
+            except CorruptSessionError:
+                envelope = Envelope({}, now)
+            if envelope.moved_to is not None:
+                # Regenerated concurrently by another request; both new sessions are valid.
+                return self.cookie.set_header(self.signer.sign(new_key))
+            # A concurrent save landed on the old id: carry it over with our changes on top.
+            data = session.apply_changes(envelope.data)
+            new_version = yield Save(
+                new_key, self._payload(data, now), self._expiry(now), new_version
+            )
+            if new_version is None:
+                break
+            old_version = record.version
+        raise ConflictError(
+            f"gave up regenerating session {key_hash(loaded.key)}: it kept changing"
+        )
+
+
+class SessionOptions(TypedDict, total=False):
+    """Keyword options both middlewares accept; the first seven mean what they mean in Starlette."""
+
+    session_cookie: str
+    max_age: int | None
+    path: str
+    same_site: SameSite
+    https_only: bool
+    domain: str | None
+    policy: CorruptionPolicy
+    idle_timeout: int | None
+    absolute_timeout: int
+    save_every_request: bool
+    serializer: Serializer
+    merge: bool
+
+
+def build_core(
+    secret_key: str | bytes | Sequence[str | bytes], **options: Unpack[SessionOptions]
+) -> SessionCore:
+    """Build the core from the middleware's keyword options, applying the defaults once."""
+    cookie = CookieSettings(
+        name=options.get("session_cookie", "session"),
+        max_age=options.get("max_age", 14 * 24 * 60 * 60),
+        path=options.get("path", "/"),
+        domain=options.get("domain"),
+        same_site=options.get("same_site", "lax"),
+        https_only=options.get("https_only", False),
+    )
+    return SessionCore(
+        secret_key,
+        cookie=cookie,
+        policy=options.get("policy") or CorruptionPolicy(),
+        idle_timeout=options.get("idle_timeout"),
+        absolute_timeout=options.get("absolute_timeout", 30 * 24 * 60 * 60),
+        save_every_request=options.get("save_every_request", False),
+        serializer=options.get("serializer", "msgpack"),
+        merge=options.get("merge", True),
+    )

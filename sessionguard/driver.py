@@ -1,0 +1,108 @@
+"""Run the core's flows against a store: once blocking (WSGI), once awaiting (ASGI).
+
+The two drivers differ only in `op(store)` versus `await aop(store)`; everything else
+(what to load, when to retry, how to merge) lives in the flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, TypeVar, cast
+
+from .core import Delete, Flow, Load, Op, Quarantine, Save, Touch
+from .errors import StoreUnavailableError
+from .stores.base import AsyncStore, SyncStore
+
+__all__ = ["run_async", "run_sync"]
+
+_T = TypeVar("_T")
+
+
+def run_sync(flow: Flow[_T], store: SyncStore) -> _T:
+    """Drive `flow` to completion with blocking store calls; return the flow's result."""
+    try:
+        op = next(flow)
+        while True:
+            try:
+                result = _perform(op, store)
+            except StoreUnavailableError as exc:
+                op = flow.throw(exc)
+            else:
+                op = flow.send(result)
+    except StopIteration as stop:
+        return cast(_T, stop.value)
+
+
+async def run_async(flow: Flow[_T], store: AsyncStore) -> _T:
+    """Drive `flow` to completion with awaited store calls; return the flow's result."""
+    try:
+        op = next(flow)
+        while True:
+            try:
+                result = await _aperform(op, store)
+            except StoreUnavailableError as exc:
+                op = flow.throw(exc)
+            else:
+                op = flow.send(result)
+    except StopIteration as stop:
+        return cast(_T, stop.value)
+
+
+def _perform(op: Op, store: SyncStore) -> Any:
+    match op:
+        case Load(key):
+            return store.load(key)
+        case Save(key, payload, expires_at, expected):
+            return store.save(key, payload, expires_at=expires_at, expected_version=expected)
+        case Delete(key, expected):
+            return store.delete(key, expected_version=expected)
+        case Touch(key, expires_at):
+            return store.touch(key, expires_at)
+        case Quarantine():
+            _write_quarantine(op)
+            return store.delete(op.key, expected_version=op.record.version)
+
+
+async def _aperform(op: Op, store: AsyncStore) -> Any:
+    match op:
+        case Load(key):
+            return await store.aload(key)
+        case Save(key, payload, expires_at, expected):
+            return await store.asave(key, payload, expires_at=expires_at, expected_version=expected)
+        case Delete(key, expected):
+            return await store.adelete(key, expected_version=expected)
+        case Touch(key, expires_at):
+            return await store.atouch(key, expires_at)
+        case Quarantine():
+            await asyncio.to_thread(_write_quarantine, op)
+            return await store.adelete(op.key, expected_version=op.record.version)
+
+
+def _write_quarantine(op: Quarantine) -> None:
+    path = os.path.join(op.directory, op.file_name)
+    try:
+        os.makedirs(op.directory, mode=0o700, exist_ok=True)
+        # O_EXCL: never overwrite an earlier copy; a clash is the same record seen twice.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise _quarantine_error(op, exc) from exc
+    try:
+        view = memoryview(op.record.payload)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:
+        os.unlink(path)
+        raise _quarantine_error(op, exc) from exc
+    finally:
+        os.close(fd)
+
+
+def _quarantine_error(op: Quarantine, exc: OSError) -> StoreUnavailableError:
+    return StoreUnavailableError(
+        f"could not copy a corrupt session into the quarantine directory {op.directory!r}: "
+        f"{exc.strerror or exc}. The record was left in the store; fix the directory or "
+        "remove quarantine_dir from the CorruptionPolicy."
+    )

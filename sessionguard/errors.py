@@ -1,0 +1,71 @@
+"""The exceptions sessionguard raises.
+
+```
+SessionGuardError
+├── ConfigurationError     a bad argument, or an optional extra that is not installed
+├── CorruptSessionError    stored bytes failed the envelope's check or could not be decoded
+├── StoreUnavailableError  the store could not be read or written: outage, full disk, permissions
+└── ConflictError          compare-and-swap kept losing to concurrent writers
+```
+
+Outage and corruption never mix: a store that cannot be reached raises
+`StoreUnavailableError`, and only bytes that were read and failed their check
+raise `CorruptSessionError`. The middleware answers the first with a 503 and
+hands the second to the `CorruptionPolicy`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "ConfigurationError",
+    "ConflictError",
+    "CorruptReason",
+    "CorruptSessionError",
+    "SessionGuardError",
+    "StoreUnavailableError",
+]
+
+
+class SessionGuardError(Exception):
+    """Base class of every error sessionguard raises on purpose."""
+
+
+class ConfigurationError(SessionGuardError, ValueError):
+    """An argument is invalid, or a store needs an extra that is not installed."""
+
+
+class CorruptReason(enum.StrEnum):
+    """Why stored bytes were rejected; also the label used in logs and events."""
+
+    EMPTY = "empty"
+    TRUNCATED = "truncated"
+    BAD_MAGIC = "bad_magic"
+    CHECKSUM_MISMATCH = "checksum_mismatch"
+    LEGACY_PICKLE = "legacy_pickle"
+    UNDECODABLE = "undecodable"
+
+
+class CorruptSessionError(SessionGuardError):
+    """Stored session bytes failed the envelope's integrity check or could not be decoded."""
+
+    def __init__(self, reason: CorruptReason, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"corrupt session record ({reason}): {detail}")
+
+
+class StoreUnavailableError(SessionGuardError):
+    """The session store could not be read or written.
+
+    Raised for outages, full disks, permission errors and read-only databases.
+    The previous session data is left as it was.
+    """
+
+
+class ConflictError(SessionGuardError):
+    """Concurrent writers kept changing the session while this request tried to save it.
+
+    The middleware answers with a 503 so the client can retry; nothing is lost silently.
+    """

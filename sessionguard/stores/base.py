@@ -1,0 +1,205 @@
+"""The store contract every backend implements, and the pieces all stores share.
+
+A store keeps, per session key, an opaque payload, a version and an absolute expiry
+deadline (Unix seconds). It never interprets the payload. Versions exist for
+compare-and-swap: `save(..., expected_version=v)` writes only if the stored version is
+still `v`, where `0` means "only if no live record exists". What a version looks like
+is the store's business (a counter, a content hash); callers only compare them.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextvars
+import functools
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from ..errors import ConfigurationError
+
+__all__ = [
+    "ABSENT",
+    "AsyncStore",
+    "Record",
+    "Store",
+    "SyncBackedStore",
+    "SyncStore",
+    "ThreadedStore",
+    "validate_key",
+]
+
+#: `expected_version` meaning "create; fail if a live record exists".
+ABSENT = 0
+
+# Keys become file names and Redis keys, so the charset is kept to what is safe in both.
+_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored session as the store sees it."""
+
+    payload: bytes
+    version: int
+    expires_at: float
+
+
+def validate_key(key: str) -> str:
+    """Return `key` if it is safe to use as a file name or Redis key, else raise `ValueError`.
+
+    The middleware validates cookie ids long before this; stores check again so that no
+    caller can make a store touch a path outside its directory.
+    """
+    if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+        raise ValueError(f"invalid session key {key!r}: expected 1-128 of [A-Za-z0-9_-]")
+    return key
+
+
+@runtime_checkable
+class SyncStore(Protocol):
+    """Blocking store API, driven by the WSGI middleware."""
+
+    def load(self, key: str) -> Record | None:
+        """Return the live record for `key`, or `None` if there is none or it has expired.
+
+        Never returns a partially written payload. Raises `StoreUnavailableError` when
+        the store cannot be read.
+        """
+
+    def save(
+        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+    ) -> int | None:
+        """Atomically replace the record and return its new version.
+
+        With `expected_version` set, write only if the live record's version equals it
+        (`ABSENT` = no live record) and return `None` when it does not. With `None`, write
+        unconditionally. On `StoreUnavailableError` the previous record is intact.
+        """
+
+    def delete(self, key: str, *, expected_version: int | None = None) -> bool:
+        """Remove the record; with `expected_version`, only if it still has that version.
+
+        Returns whether a record was removed.
+        """
+
+    def touch(self, key: str, expires_at: float) -> bool:
+        """Move the expiry deadline without rewriting the payload or changing the version.
+
+        Returns `False` if there is no live record.
+        """
+
+    def purge_expired(self) -> int:
+        """Remove every record past its deadline; return how many were removed."""
+
+    def close(self) -> None:
+        """Release what the store opened itself."""
+
+
+@runtime_checkable
+class AsyncStore(Protocol):
+    """Awaitable twin of `SyncStore`, driven by the ASGI middleware; same contract per method."""
+
+    async def aload(self, key: str) -> Record | None: ...
+
+    async def asave(
+        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+    ) -> int | None: ...
+
+    async def adelete(self, key: str, *, expected_version: int | None = None) -> bool: ...
+
+    async def atouch(self, key: str, expires_at: float) -> bool: ...
+
+    async def apurge_expired(self) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Store(SyncStore, AsyncStore, Protocol):
+    """A store usable under both adapters."""
+
+
+class SyncBackedStore(abc.ABC):
+    """Base for stores written once, synchronously: the `a`-methods call the sync ones via `_run`.
+
+    `_run` calls inline, which is right for stores that do no I/O (`MemoryStore`).
+    `ThreadedStore` overrides it to use a thread pool.
+    """
+
+    @abc.abstractmethod
+    def load(self, key: str) -> Record | None: ...
+
+    @abc.abstractmethod
+    def save(
+        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+    ) -> int | None: ...
+
+    @abc.abstractmethod
+    def delete(self, key: str, *, expected_version: int | None = None) -> bool: ...
+
+    @abc.abstractmethod
+    def touch(self, key: str, expires_at: float) -> bool: ...
+
+    @abc.abstractmethod
+    def purge_expired(self) -> int: ...
+
+    def close(self) -> None:  # noqa: B027 - an optional hook, not an abstract method
+        """Nothing to release by default."""
+
+    async def _run(self, func: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        return func(*args, **kwargs)
+
+    async def aload(self, key: str) -> Record | None:
+        return await self._run(self.load, key)
+
+    async def asave(
+        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+    ) -> int | None:
+        return await self._run(
+            self.save, key, payload, expires_at=expires_at, expected_version=expected_version
+        )
+
+    async def adelete(self, key: str, *, expected_version: int | None = None) -> bool:
+        return await self._run(self.delete, key, expected_version=expected_version)
+
+    async def atouch(self, key: str, expires_at: float) -> bool:
+        return await self._run(self.touch, key, expires_at)
+
+    async def apurge_expired(self) -> int:
+        return await self._run(self.purge_expired)
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+class ThreadedStore(SyncBackedStore):
+    """A `SyncBackedStore` whose async methods run the blocking ones in a bounded thread pool.
+
+    The pool is private to the store, so a slow disk cannot starve the event loop's
+    default executor, and context variables are carried into the worker thread.
+    """
+
+    def __init__(self, *, max_threads: int = 8) -> None:
+        if max_threads < 1:
+            raise ConfigurationError(f"max_threads must be at least 1, got {max_threads!r}")
+        self._max_threads = max_threads
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def _run(self, func: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                self._max_threads, thread_name_prefix="sessionguard"
+            )
+        call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None

@@ -1,0 +1,273 @@
+"""`FileStore`: one file per session, replaced atomically, with no lock on the read path.
+
+Why not lock and rewrite in place: a writer that opens the target with truncation and
+is then killed, runs out of space or is read concurrently leaves an empty or half
+written file (Django tickets #6984 and #8616), and locks taken after the truncating
+open do not help. Here every write goes to a temp file beside the target, is flushed
+(and fsynced when `durable=True`) and then `os.replace`d over it, so a reader opens
+either the complete old file or the complete new one.
+
+Layout, under `directory`:
+
+```
+.locks/00 .. .locks/3f      a fixed set of stripe lock files, created once, never unlinked
+ab/cd/<key>                 the record; ab/cd come from a hash of the key (fan-out)
+ab/cd/.<key>.tmp            the temp file of a write in progress for <key>
+```
+
+* The record file holds exactly the payload. Its modification time *is* the record's
+  expiry deadline (set on the temp file before the rename), so `touch` is a single
+  atomic `os.utime` that never rewrites the body, and `purge_expired` needs only `stat`.
+* The version used for compare-and-swap is a hash of the payload: equal bytes mean
+  equal state, so it needs no header and cannot suffer from reused inode numbers.
+* Writers of one key serialise on that key's stripe lock (`flock`, released by the
+  kernel if the holder dies) for the read-compare-write-rename step only. The temp file
+  name is fixed per key and only written under that lock, so a writer killed mid-write
+  leaves at most one temp file per key, which the next write or `purge_expired` reuses
+  or removes; the lock files are never unlinked, so no one can lose a lock they hold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+
+from ..errors import ConfigurationError, StoreUnavailableError
+from .base import ABSENT, Record, ThreadedStore, validate_key
+
+__all__ = ["DEFAULT_DIRECTORY", "FileStore"]
+
+#: Where the middlewares keep sessions when no store is given: `./sessions`.
+DEFAULT_DIRECTORY = "sessions"
+_LOCK_DIR = ".locks"
+_TMP_SUFFIX = ".tmp"
+
+
+class FileStore(ThreadedStore):
+    """Sessions as files under `directory`; safe across threads and processes on one machine.
+
+    `durable=True` (the default) fsyncs the file and its directory on every write, so a
+    saved session survives a power cut; `durable=False` skips both and survives process
+    crashes only. The async methods run the same code in a bounded thread pool of
+    `max_threads` threads.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        durable: bool = True,
+        create: bool = True,
+        stripes: int = 64,
+        max_threads: int = 8,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(max_threads=max_threads)
+        if not 1 <= stripes <= 256:
+            raise ConfigurationError(f"stripes must be between 1 and 256, got {stripes!r}")
+        self.directory = os.path.abspath(os.fspath(directory))
+        self.durable = durable
+        self._stripes = stripes
+        self._clock = clock
+        if not create and not os.path.isdir(self.directory):
+            raise ConfigurationError(
+                f"The session directory {self.directory!r} doesn't exist. Create it, "
+                "or pass create=True to let FileStore create it."
+            )
+        os.makedirs(os.path.join(self.directory, _LOCK_DIR), mode=0o700, exist_ok=True)
+
+    # -- paths -------------------------------------------------------------------------
+
+    def _locate(self, key: str) -> tuple[str, str, int]:
+        """Return (directory, file path, stripe) for a key."""
+        validate_key(key)
+        digest = hashlib.blake2b(key.encode(), digest_size=3).digest()
+        parent = os.path.join(self.directory, f"{digest[0]:02x}", f"{digest[1]:02x}")
+        return parent, os.path.join(parent, key), digest[2] % self._stripes
+
+    @contextlib.contextmanager
+    def _stripe_lock(self, stripe: int) -> Iterator[None]:
+        path = os.path.join(self.directory, _LOCK_DIR, f"{stripe:02x}")
+        with self._errors("lock", path):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            with self._errors("lock", path):
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    @contextlib.contextmanager
+    def _errors(self, action: str, path: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"FileStore could not {action} {path!r}: {exc.strerror or exc}. Check free "
+                f"space, permissions and health of {self.directory!r}; the previously "
+                "saved session data was left as it was."
+            ) from exc
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _read(self, path: str) -> Record | None:
+        with self._errors("read", path):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                return None
+            try:
+                expires_at = os.fstat(fd).st_mtime
+                chunks = []
+                while chunk := os.read(fd, 1 << 16):
+                    chunks.append(chunk)
+            finally:
+                os.close(fd)
+        if expires_at <= self._clock():
+            return None
+        payload = b"".join(chunks)
+        return Record(payload, _version_of(payload), expires_at)
+
+    def load(self, key: str) -> Record | None:
+        return self._read(self._locate(key)[1])
+
+    # -- writing -----------------------------------------------------------------------
+
+    def save(
+        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+    ) -> int | None:
+        parent, path, stripe = self._locate(key)
+        with self._stripe_lock(stripe):
+            if expected_version is not None:
+                current = self._read(path)
+                if (current.version if current else ABSENT) != expected_version:
+                    return None
+            self._write(parent, path, key, payload, expires_at)
+        return _version_of(payload)
+
+    def _write(self, parent: str, path: str, key: str, payload: bytes, expires_at: float) -> None:
+        tmp = os.path.join(parent, f".{key}{_TMP_SUFFIX}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        with self._errors("create", tmp):
+            try:
+                fd = os.open(tmp, flags, 0o600)
+            except FileNotFoundError:  # first record in this fan-out directory
+                os.makedirs(parent, mode=0o700, exist_ok=True)
+                fd = os.open(tmp, flags, 0o600)
+        try:
+            with self._errors("write", tmp):
+                try:
+                    view = memoryview(payload)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    # After the last write: writing would move the deadline again.
+                    os.utime(fd, (self._clock(), expires_at))
+                    if self.durable:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        if self.durable:
+            with self._errors("sync directory", parent):
+                _fsync_directory(parent)
+
+    def delete(self, key: str, *, expected_version: int | None = None) -> bool:
+        _, path, stripe = self._locate(key)
+        with self._stripe_lock(stripe):
+            if expected_version is not None:
+                current = self._read(path)
+                if current is None or current.version != expected_version:
+                    return False
+            with self._errors("delete", path):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    return False
+        return True
+
+    def touch(self, key: str, expires_at: float) -> bool:
+        # No lock: utime is atomic, and a concurrent rename brings its own fresh deadline.
+        _, path, _ = self._locate(key)
+        with self._errors("touch", path):
+            try:
+                if os.stat(path).st_mtime <= self._clock():
+                    return False
+                os.utime(path, (self._clock(), expires_at))
+            except FileNotFoundError:
+                return False
+        return True
+
+    # -- maintenance -------------------------------------------------------------------
+
+    def purge_expired(self) -> int:
+        """Remove expired records, and temp files orphaned by killed writers."""
+        removed = 0
+        for parent in self._fan_out_dirs():
+            with self._errors("list", parent):
+                try:
+                    entries = [entry.name for entry in os.scandir(parent) if entry.is_file()]
+                except FileNotFoundError:
+                    continue
+            for name in entries:
+                key = name[1 : -len(_TMP_SUFFIX)] if name.startswith(".") else name
+                removed += self._purge_one(key, is_temp=name.startswith("."))
+        return removed
+
+    def _purge_one(self, key: str, *, is_temp: bool) -> int:
+        try:
+            parent, path, stripe = self._locate(key)
+        except ValueError:
+            return 0  # not ours: leave unknown files alone
+        # Under the key's lock no write is in progress, so its temp file is an orphan,
+        # and a record refreshed or rewritten since the directory listing is seen as live.
+        with self._stripe_lock(stripe):
+            if is_temp:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(parent, f".{key}{_TMP_SUFFIX}"))
+                return 0
+            with self._errors("purge", path):
+                try:
+                    if os.stat(path).st_mtime > self._clock():
+                        return 0
+                    os.unlink(path)
+                except FileNotFoundError:
+                    return 0
+        return 1
+
+    def _fan_out_dirs(self) -> Iterator[str]:
+        for top in sorted(os.listdir(self.directory)):
+            if top.startswith("."):
+                continue
+            top_path = os.path.join(self.directory, top)
+            if os.path.isdir(top_path):
+                for sub in sorted(os.listdir(top_path)):
+                    yield os.path.join(top_path, sub)
+
+    def __repr__(self) -> str:
+        return f"FileStore({self.directory!r}, durable={self.durable!r})"
+
+
+def _version_of(payload: bytes) -> int:
+    # Never ABSENT (0): that value means "no record".
+    return int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), "big") or 1
+
+
+def _fsync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some filesystems cannot fsync a directory; the rename itself already happened.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)

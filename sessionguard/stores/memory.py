@@ -1,0 +1,79 @@
+"""`MemoryStore`: a dict in this process, for tests and single-process development."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+from .base import ABSENT, Record, SyncBackedStore, validate_key
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(SyncBackedStore):
+    """Keeps records in a dict guarded by a lock; one object serves both sync and async callers.
+
+    Data is lost when the process exits and is not shared between worker processes.
+    `clock` exists so tests can move time forward without sleeping.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._records: dict[str, Record] = {}
+        self._lock = threading.Lock()
+        self._versions = itertools.count(1)
+        self._clock = clock
+
+    def _live(self, key: str) -> Record | None:
+        record = self._records.get(key)
+        if record is not None and record.expires_at <= self._clock():
+            del self._records[key]
+            return None
+        return record
+
+    def load(self, key: str) -> Record | None:
+        validate_key(key)
+        with self._lock:
+            return self._live(key)
+
+    def save(
+        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+    ) -> int | None:
+        validate_key(key)
+        with self._lock:
+            current = self._live(key)
+            if expected_version is not None:
+                if (current.version if current else ABSENT) != expected_version:
+                    return None
+            version = next(self._versions)
+            self._records[key] = Record(bytes(payload), version, expires_at)
+            return version
+
+    def delete(self, key: str, *, expected_version: int | None = None) -> bool:
+        validate_key(key)
+        with self._lock:
+            current = self._live(key)
+            if current is None:
+                return False
+            if expected_version is not None and current.version != expected_version:
+                return False
+            del self._records[key]
+            return True
+
+    def touch(self, key: str, expires_at: float) -> bool:
+        validate_key(key)
+        with self._lock:
+            current = self._live(key)
+            if current is None:
+                return False
+            self._records[key] = Record(current.payload, current.version, expires_at)
+            return True
+
+    def purge_expired(self) -> int:
+        with self._lock:
+            now = self._clock()
+            expired = [key for key, rec in self._records.items() if rec.expires_at <= now]
+            for key in expired:
+                del self._records[key]
+            return len(expired)

@@ -1,0 +1,104 @@
+"""WSGI `SessionMiddleware`: `environ["sessionguard.session"]` for Flask, Django or any WSGI app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Unpack
+
+from .core import SessionOptions, build_core
+from .driver import run_sync
+from .policy import ErrorResponse
+from .session import Session
+from .stores.base import SyncStore
+from .stores.file import DEFAULT_DIRECTORY, FileStore
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["ENVIRON_KEY", "SessionMiddleware"]
+
+ENVIRON_KEY = "sessionguard.session"
+
+
+class SessionMiddleware:
+    """Loads the session before the app runs and saves it when the app calls `start_response`.
+
+    The same keyword options as the ASGI middleware (and Starlette's). `store` defaults to
+    a `FileStore` in `./sessions`.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        secret_key: str | bytes | Sequence[str | bytes],
+        *,
+        store: SyncStore | None = None,
+        **options: Unpack[SessionOptions],
+    ) -> None:
+        if store is not None and not isinstance(store, SyncStore):
+            raise TypeError(
+                f"store {store!r} has no blocking API (load/save/...); the WSGI middleware "
+                "needs a store such as FileStore, MemoryStore or RedisStore"
+            )
+        self.app = app
+        self.store: SyncStore = store if store is not None else FileStore(DEFAULT_DIRECTORY)
+        self.core = build_core(secret_key, **options)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        opened = run_sync(self.core.open(environ.get("HTTP_COOKIE")), self.store)
+        if isinstance(opened, ErrorResponse):
+            return _respond(start_response, opened)
+        environ[ENVIRON_KEY] = opened
+        response = _Response(self, opened, start_response)
+        return response.wrap(self.app(environ, response.start_response))
+
+
+class _Response:
+    """One request's response: commits in `start_response`, swaps in a 503 if that fails."""
+
+    def __init__(
+        self, middleware: SessionMiddleware, session: Session, start_response: StartResponse
+    ) -> None:
+        self._middleware = middleware
+        self._session = session
+        self._start_response = start_response
+        self.replacement: ErrorResponse | None = None
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None, /
+    ) -> Callable[[bytes], object]:
+        if exc_info is not None:
+            # The app is reporting an error after a first start_response: pass it on unsaved.
+            return self._start_response(status, headers, exc_info)
+        result = run_sync(self._middleware.core.commit(self._session), self._middleware.store)
+        if isinstance(result, ErrorResponse):
+            self.replacement = result
+            self._start_response(_status_line(result), list(result.headers))
+            return lambda data: None  # the app's body belongs to the response we replaced
+        if result is not None:
+            headers = [*headers, ("Set-Cookie", result)]
+        return self._start_response(status, headers)
+
+    def wrap(self, body: Iterable[bytes]) -> Iterator[bytes]:
+        try:
+            for chunk in body:
+                if self.replacement is not None:
+                    break
+                yield chunk
+            if self.replacement is not None:
+                yield self.replacement.body
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+
+
+def _respond(start_response: StartResponse, response: ErrorResponse) -> list[bytes]:
+    start_response(_status_line(response), list(response.headers))
+    return [response.body]
+
+
+def _status_line(response: ErrorResponse) -> str:
+    reasons = {400: "Bad Request", 503: "Service Unavailable"}
+    return f"{response.status} {reasons.get(response.status, '')}".rstrip()
