@@ -6,8 +6,8 @@ with the data kept server-side in an async-capable store.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Unpack
+from collections.abc import MutableMapping, Sequence
+from typing import Protocol, Unpack
 
 from .core import SessionOptions, build_core
 from .driver import run_async
@@ -17,11 +17,32 @@ from .stores.base import AsyncStore
 from .stores.file import DEFAULT_DIRECTORY, FileStore
 from .types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["SessionMiddleware"]
+__all__ = ["SessionMiddleware", "get_session"]
 
 # Close codes for a websocket refused before it was accepted (RFC 6455, section 7.4.1).
 _WS_POLICY_VIOLATION = 1008
 _WS_TRY_AGAIN_LATER = 1013
+
+
+class _HasScope(Protocol):
+    @property
+    def scope(self) -> Scope: ...
+
+
+def get_session(request: _HasScope | Scope) -> Session:
+    """The typed `Session` of a request (a Starlette `Request`) or a raw scope.
+
+    `request.session` is the same object, but Starlette types it as `dict`, so call
+    `get_session(request).regenerate()` where a type checker should see the session API.
+    """
+    scope = request if isinstance(request, MutableMapping) else request.scope
+    session = scope.get("session")
+    if not isinstance(session, Session):
+        raise LookupError(
+            "no sessionguard session in this scope: add sessionguard.asgi.SessionMiddleware "
+            "to the app's middleware"
+        )
+    return session
 
 
 class SessionMiddleware:

@@ -16,9 +16,20 @@ if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["ENVIRON_KEY", "SessionMiddleware"]
+__all__ = ["ENVIRON_KEY", "SessionMiddleware", "get_session"]
 
 ENVIRON_KEY = "sessionguard.session"
+
+
+def get_session(environ: WSGIEnvironment) -> Session:
+    """The request's `Session` (in Flask: `get_session(request.environ)`)."""
+    session = environ.get(ENVIRON_KEY)
+    if not isinstance(session, Session):
+        raise LookupError(
+            f"no sessionguard session in environ[{ENVIRON_KEY!r}]: wrap the WSGI app in "
+            "sessionguard.wsgi.SessionMiddleware"
+        )
+    return session
 
 
 class SessionMiddleware:

@@ -1,0 +1,46 @@
+# Every target sets itself up: `.venv` is built from pyproject.toml on first use,
+# so `make run` and `make test` work on a machine that only has python3.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-unit lint fmt bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# pip reads [dependency-groups] (--group) from 25.1 on.
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install --quiet -e . --group dev
+	touch $(STAMP)
+
+## run: serve the example app (Starlette + FileStore in ./sessions) on http://127.0.0.1:8000
+run: $(STAMP)
+	$(BIN)/python -m uvicorn examples.app:app --host 127.0.0.1 --port $${PORT:-8000}
+
+## test: the whole suite, integration tests included
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## test-unit: everything that starts no process or server
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration"
+
+## lint: check formatting, lint and types without changing files (safe for CI)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## fmt: rewrite files with ruff's fixes and formatting
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## bench: the concurrent same-session benchmark against real servers on 127.0.0.1
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis sessions

@@ -1,0 +1,95 @@
+"""Imports run one way (adapters -> core -> stores, codec -> errors); no framework is imported."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+import sessionguard
+
+PACKAGE = Path(sessionguard.__file__).parent
+
+# A module may import only modules of a strictly lower layer (and stores only base and errors).
+LAYERS = {
+    "errors": 0,
+    "types": 0,
+    "codec": 1,
+    "cookie": 1,
+    "policy": 1,
+    "stores.base": 1,
+    "session": 2,
+    "stores.memory": 2,
+    "stores.file": 2,
+    "stores": 3,
+    "core": 3,
+    "driver": 4,
+    "wsgi": 5,
+    "asgi": 5,
+    "": 7,  # the package root re-exports everything
+}
+STORE_MAY_IMPORT = {"stores.base", "errors"}
+FRAMEWORKS = {"starlette", "fastapi", "flask", "werkzeug", "django", "quart", "aiohttp"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> tuple[set[str], set[str]]:
+    """Return (sessionguard modules imported, top-level third-party packages imported)."""
+    parts = module_name(path).split(".") if module_name(path) else []
+    package = parts if path.name == "__init__.py" else parts[:-1]
+    ours: set[str] = set()
+    theirs: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - node.level + 1] if node.level > 1 else package
+            target = ".".join([*base, node.module] if node.module else base)
+            ours.add(target)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            theirs.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            theirs.update(alias.name.split(".")[0] for alias in node.names)
+    return ours, theirs
+
+
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: module_name(p) or "__init__")
+def test_imports_only_go_down_the_layers(path: Path) -> None:
+    name = module_name(path)
+    assert name in LAYERS, f"{name!r} is new: give it a layer in tests/test_layout.py"
+    ours, _ = imports_of(path)
+    for target in ours:
+        assert target in LAYERS, f"{name} imports unknown module {target!r}"
+        assert LAYERS[target] < LAYERS[name], f"{name} must not import {target} (imports go down)"
+        if name.startswith("stores."):
+            assert target in STORE_MAY_IMPORT, f"store {name} may only import {STORE_MAY_IMPORT}"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: module_name(p) or "__init__")
+def test_no_framework_is_imported(path: Path) -> None:
+    _, theirs = imports_of(path)
+    assert not theirs & FRAMEWORKS, f"{module_name(path)} imports a web framework"
+
+
+def test_every_exported_name_exists() -> None:
+    for name in sessionguard.__all__:
+        assert hasattr(sessionguard, name), name
+    assert sorted(sessionguard.__all__) == sessionguard.__all__
+
+
+@pytest.mark.parametrize("name", [n for n in LAYERS if n])
+def test_every_module_declares_all(name: str) -> None:
+    module = importlib.import_module(f"sessionguard.{name}")
+    exported = getattr(module, "__all__", None)
+    assert exported is not None, f"sessionguard.{name} has no __all__"
+    for item in exported:
+        assert hasattr(module, item), f"sessionguard.{name}.__all__ lists missing {item!r}"
