@@ -23,6 +23,8 @@ LAYERS = {
     "session": 2,
     "stores.memory": 2,
     "stores.file": 2,
+    "stores.redis": 2,
+    "stores.sql": 2,
     "stores": 3,
     "core": 3,
     "driver": 4,

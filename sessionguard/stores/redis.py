@@ -1,0 +1,270 @@
+"""`RedisStore`: one Redis hash per session, expiry as the key's TTL, compare-and-swap in Lua.
+
+Each session is a single key `<prefix><id>` holding a hash `{v: version, p: payload}`,
+so every operation touches exactly one key and works unchanged on Redis Cluster. Every
+operation is one round trip: the compare-and-swap, the conditional delete and the load
+(payload, version and remaining TTL read together) are Lua scripts, which Redis runs
+atomically. `touch` is a plain `PEXPIREAT`: the body is not rewritten.
+
+Requires the `redis` extra: `pip install 'sessionguard[redis]'`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigurationError, StoreUnavailableError
+from .base import Record, validate_key
+
+try:
+    import redis
+    import redis.asyncio
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ConfigurationError(
+        "RedisStore needs the redis client: pip install 'sessionguard[redis]'"
+    ) from exc
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript, Script
+
+__all__ = ["RedisStore"]
+
+# KEYS[1] = session key. Returns {payload, version, ms left} or nil.
+_LOAD = """
+local fields = redis.call('HMGET', KEYS[1], 'p', 'v')
+if not fields[1] then return nil end
+return {fields[1], fields[2], redis.call('PTTL', KEYS[1])}
+"""
+
+# ARGV = expected version ('' = unconditional), payload, deadline in unix ms.
+# Returns the new version, or 0 on a compare-and-swap miss.
+_SAVE = """
+local current = redis.call('HGET', KEYS[1], 'v')
+if ARGV[1] ~= '' then
+  if ARGV[1] == '0' then
+    if current then return 0 end
+  elseif current ~= ARGV[1] then
+    return 0
+  end
+end
+local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('HSET', KEYS[1], 'p', ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return version
+"""
+
+# ARGV = expected version. Returns 1 if deleted.
+_DELETE_IF = """
+if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class RedisStore:
+    """Sessions in Redis, for several app servers sharing one store.
+
+    Give a `url` (`redis://host:6379/0`, `rediss://...`; the store creates and closes its
+    own clients) or ready clients (`client` for the WSGI side, `async_client` for the
+    ASGI side; whoever created them closes them). Clients from Sentinel
+    (`Sentinel(...).master_for(name)`) work as given. Timeouts are short on purpose: a
+    dead Redis becomes `StoreUnavailableError` (a 503) in about a second instead of
+    hanging requests, and redis-py reconnects by itself once it is back.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: redis.Redis | None = None,
+        async_client: redis.asyncio.Redis | None = None,
+        prefix: str = "sessionguard:",
+        socket_timeout: float = 1.0,
+        connect_timeout: float = 1.0,
+    ) -> None:
+        if url is None and client is None and async_client is None:
+            raise ConfigurationError(
+                "RedisStore needs a url (RedisStore('redis://localhost:6379/0')) or a client"
+            )
+        self.prefix = prefix
+        self._url = url
+        self._options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": connect_timeout,
+            # One quick retry covers a dropped idle connection; more would only delay the 503.
+            "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), retries=1),
+        }
+        self._client = client
+        self._async_client = async_client
+        self._owns_client = client is None
+        self._owns_async_client = async_client is None
+        self._scripts: tuple[Script, Script, Script] | None = None
+        self._async_scripts: tuple[AsyncScript, AsyncScript, AsyncScript] | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisStore(prefix={self.prefix!r})"
+
+    # -- the two halves, created on first use --------------------------------------------
+
+    def _sync(self) -> tuple[redis.Redis, tuple[Script, Script, Script]]:
+        if self._client is None:
+            if self._url is None:
+                raise ConfigurationError(
+                    "this RedisStore was given only async_client; pass client= or url= "
+                    "to use it from WSGI"
+                )
+            self._client = redis.Redis.from_url(self._url, **self._options)
+        if self._scripts is None:
+            register = self._client.register_script
+            self._scripts = (register(_LOAD), register(_SAVE), register(_DELETE_IF))
+        return self._client, self._scripts
+
+    def _async(self) -> tuple[redis.asyncio.Redis, tuple[AsyncScript, AsyncScript, AsyncScript]]:
+        if self._async_client is None:
+            if self._url is None:
+                raise ConfigurationError(
+                    "this RedisStore was given only client; pass async_client= or url= "
+                    "to use it from ASGI"
+                )
+            self._async_client = redis.asyncio.Redis.from_url(self._url, **self._options)
+        if self._async_scripts is None:
+            register = self._async_client.register_script
+            self._async_scripts = (register(_LOAD), register(_SAVE), register(_DELETE_IF))
+        return self._async_client, self._async_scripts
+
+    def _key(self, key: str) -> str:
+        return self.prefix + validate_key(key)
+
+    # -- sync API --------------------------------------------------------------------------
+
+    def load(self, key: str) -> Record | None:
+        name = self._key(key)
+        _, (load, _, _) = self._sync()
+        with _mapped_errors("load"):
+            return _record(load(keys=[name]))
+
+    def save(
+        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+    ) -> int | None:
+        name = self._key(key)
+        _, (_, save, _) = self._sync()
+        with _mapped_errors("save"):
+            return _version(
+                save(keys=[name], args=_save_args(payload, expires_at, expected_version))
+            )
+
+    def delete(self, key: str, *, expected_version: int | None = None) -> bool:
+        name = self._key(key)
+        client, (_, _, delete_if) = self._sync()
+        with _mapped_errors("delete"):
+            if expected_version is None:
+                return bool(client.delete(name))
+            return bool(delete_if(keys=[name], args=[expected_version]))
+
+    def touch(self, key: str, expires_at: float) -> bool:
+        name = self._key(key)
+        client, _ = self._sync()
+        with _mapped_errors("touch"):
+            return bool(client.pexpireat(name, _millis(expires_at)))
+
+    def purge_expired(self) -> int:
+        """Redis removes expired keys itself (the TTL), so there is never anything to purge."""
+        return 0
+
+    def close(self) -> None:
+        if self._client is not None and self._owns_client:
+            self._client.close()
+            self._client = None
+            self._scripts = None
+
+    # -- async API -------------------------------------------------------------------------
+
+    async def aload(self, key: str) -> Record | None:
+        name = self._key(key)
+        _, (load, _, _) = self._async()
+        async with _amapped_errors("load"):
+            return _record(await load(keys=[name]))
+
+    async def asave(
+        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+    ) -> int | None:
+        name = self._key(key)
+        _, (_, save, _) = self._async()
+        args = _save_args(payload, expires_at, expected_version)
+        async with _amapped_errors("save"):
+            return _version(await save(keys=[name], args=args))
+
+    async def adelete(self, key: str, *, expected_version: int | None = None) -> bool:
+        name = self._key(key)
+        client, (_, _, delete_if) = self._async()
+        async with _amapped_errors("delete"):
+            if expected_version is None:
+                return bool(await client.delete(name))
+            return bool(await delete_if(keys=[name], args=[expected_version]))
+
+    async def atouch(self, key: str, expires_at: float) -> bool:
+        name = self._key(key)
+        client, _ = self._async()
+        async with _amapped_errors("touch"):
+            return bool(await client.pexpireat(name, _millis(expires_at)))
+
+    async def apurge_expired(self) -> int:
+        return 0
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._async_client is not None and self._owns_async_client:
+            await self._async_client.aclose()
+            self._async_client = None
+            self._async_scripts = None
+
+
+# -- shared by both halves -------------------------------------------------------------------
+
+
+def _millis(timestamp: float) -> int:
+    return int(timestamp * 1000)
+
+
+def _save_args(payload: bytes, expires_at: float, expected: int | None) -> list[Any]:
+    return ["" if expected is None else expected, payload, _millis(expires_at)]
+
+
+def _record(reply: Any) -> Record | None:
+    if reply is None:
+        return None
+    payload, version, millis_left = reply
+    return Record(bytes(payload), int(version), time.time() + max(int(millis_left), 0) / 1000)
+
+
+def _version(reply: Any) -> int | None:
+    return int(reply) or None
+
+
+def _error(action: str, exc: redis.RedisError) -> StoreUnavailableError:
+    return StoreUnavailableError(
+        f"RedisStore could not {action} a session: {exc.__class__.__name__}: {exc}. Check "
+        "that Redis is running, reachable and writable; stored sessions were not changed."
+    )
+
+
+@contextlib.contextmanager
+def _mapped_errors(action: str) -> Iterator[None]:
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise _error(action, exc) from exc
+
+
+@contextlib.asynccontextmanager
+async def _amapped_errors(action: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise _error(action, exc) from exc
