@@ -50,7 +50,9 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> Non
         except OSError:
             time.sleep(0.05)
     process.kill()
-    raise RuntimeError(f"server did not listen on {port} within {START_TIMEOUT}s:\n{log.read_text()}")
+    raise RuntimeError(
+        f"server did not listen on {port} within {START_TIMEOUT}s:\n{log.read_text()}"
+    )
 
 
 def stop(process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
@@ -72,6 +74,7 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    persistent: bool = False  # append-only file, fsynced always: data survives SIGKILL
 
     @property
     def url(self) -> str:
@@ -80,7 +83,11 @@ class RedisServer:
     def start(self) -> None:
         log = self.directory / "redis.log"
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--dir", str(self.directory), "--logfile", str(log)]
+        args += ["--dir", str(self.directory), "--logfile", str(log)]
+        if self.persistent:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_for_port(self.port, self.process, log)
 
