@@ -91,18 +91,40 @@ class _Response:
             headers = [*headers, ("Set-Cookie", result)]
         return self._start_response(status, headers)
 
-    def wrap(self, body: Iterable[bytes]) -> Iterator[bytes]:
-        try:
-            for chunk in body:
-                if self.replacement is not None:
+    def wrap(self, body: Iterable[bytes]) -> _Body:
+        return _Body(self, body)
+
+
+class _Body:
+    """The iterable handed to the server: the app's body, or the 503 that replaced it.
+
+    A class with `close()` rather than a generator: a server that gives up before
+    iterating (the client went away) only calls `close()`, and PEP 3333 says that must
+    reach the app's iterable; a generator that never started would not run its `finally`.
+    """
+
+    def __init__(self, response: _Response, body: Iterable[bytes]) -> None:
+        self._response = response
+        self._body = body
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._response.replacement is None:
+            for chunk in self._body:
+                # A lazy app calls start_response during its first iteration.
+                if self._response.replacement is not None:
                     break
                 yield chunk
-            if self.replacement is not None:
-                yield self.replacement.body
-        finally:
-            close = getattr(body, "close", None)
-            if close is not None:
-                close()
+        if self._response.replacement is not None:
+            yield self._response.replacement.body
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
 
 
 def _respond(start_response: StartResponse, response: ErrorResponse) -> list[bytes]:

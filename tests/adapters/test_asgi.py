@@ -1,0 +1,280 @@
+"""The ASGI middleware under Starlette and FastAPI, end to end through httpx."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from sessionguard.asgi import SessionMiddleware
+from sessionguard.cookie import Signer
+from sessionguard.types import Message
+
+from .apps import (
+    ASGI_FRAMEWORKS,
+    SECRET,
+    CountingFileStore,
+    FlakyMemoryStore,
+    Framework,
+    cookie_header,
+    session_set_cookie,
+)
+from .conftest import ClientFactory
+
+
+@pytest.fixture(params=ASGI_FRAMEWORKS)
+def framework(request: pytest.FixtureRequest) -> Framework:
+    value: Framework = request.param
+    return value
+
+
+async def test_counter_increments_across_requests(make_client: ClientFactory) -> None:
+    client = make_client()
+    first = await client.get("/count")
+    cookie = session_set_cookie(first)
+    assert first.status_code == 200 and first.json() == {"count": 1}
+    assert cookie is not None
+    for expected in (2, 3):
+        response = await client.get("/count", cookie=cookie_header(cookie.value))
+        assert response.json() == {"count": expected}
+        again = session_set_cookie(response)
+        assert again is not None and again.value == cookie.value
+
+
+async def test_set_cookie_carries_default_attributes(make_client: ClientFactory) -> None:
+    response = await make_client().get("/count")
+    cookie = session_set_cookie(response)
+    assert cookie is not None
+    assert Signer(SECRET).unsign(cookie.value) == cookie.session_id
+    assert cookie.attributes == {
+        "max-age": str(14 * 24 * 60 * 60),
+        "path": "/",
+        "httponly": "",
+        "samesite": "lax",
+    }
+
+
+async def test_set_cookie_honours_https_only_domain_name_path_and_max_age(
+    make_client: ClientFactory,
+) -> None:
+    client = make_client(
+        https_only=True,
+        domain="example.com",
+        session_cookie="sid",
+        path="/app",
+        max_age=600,
+        same_site="strict",
+    )
+    response = await client.get("/count")
+    assert session_set_cookie(response) is None
+    cookie = session_set_cookie(response, name="sid")
+    assert cookie is not None
+    assert cookie.attributes == {
+        "max-age": "600",
+        "path": "/app",
+        "domain": "example.com",
+        "httponly": "",
+        "samesite": "strict",
+        "secure": "",
+    }
+    again = await client.get("/count", cookie=cookie_header(cookie.value, name="sid"))
+    assert again.json() == {"count": 2}
+
+
+async def test_request_that_does_not_touch_session_gets_no_set_cookie(
+    make_client: ClientFactory, store: CountingFileStore
+) -> None:
+    client = make_client()
+    response = await client.get("/noop")
+    assert response.status_code == 200
+    assert "set-cookie" not in response.headers
+    cookie = session_set_cookie(await client.get("/count"))
+    assert cookie is not None
+    response = await client.get("/noop", cookie=cookie_header(cookie.value))
+    assert "set-cookie" not in response.headers
+
+
+async def test_read_only_request_does_not_rewrite_the_record(
+    make_client: ClientFactory, store: CountingFileStore
+) -> None:
+    client = make_client()
+    cookie = session_set_cookie(await client.get("/count"))
+    assert cookie is not None
+    path = store._locate(cookie.session_id)[1]
+    before = os.stat(path)
+    with open(path, "rb") as file:
+        content = file.read()
+    response = await client.get("/read", cookie=cookie_header(cookie.value))
+    assert response.json() == {"count": 1}
+    assert "set-cookie" not in response.headers
+    after = os.stat(path)
+    assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino)
+    with open(path, "rb") as file:
+        assert file.read() == content
+
+
+async def test_login_regenerate_changes_id_keeps_data_and_retires_old_cookie(
+    make_client: ClientFactory,
+) -> None:
+    client = make_client()
+    old = session_set_cookie(await client.get("/count"))
+    assert old is not None
+    response = await client.post("/login", cookie=cookie_header(old.value))
+    assert response.json() == {"count": 1, "user": "alice"}
+    new = session_set_cookie(response)
+    assert new is not None and new.value
+    assert new.session_id != old.session_id
+    response = await client.get("/read", cookie=cookie_header(new.value))
+    assert response.json() == {"count": 1, "user": "alice"}
+    # The old cookie leads to a fresh empty session, never to the logged-in one.
+    response = await client.get("/read", cookie=cookie_header(old.value))
+    assert response.json() == {}
+    response = await client.get("/count", cookie=cookie_header(old.value))
+    assert response.json() == {"count": 1}
+    fresh = session_set_cookie(response)
+    assert fresh is not None
+    assert fresh.session_id not in (old.session_id, new.session_id)
+
+
+async def test_logout_invalidate_clears_cookie_and_removes_record(
+    make_client: ClientFactory, store: CountingFileStore
+) -> None:
+    client = make_client()
+    cookie = session_set_cookie(await client.get("/count"))
+    assert cookie is not None
+    path = store._locate(cookie.session_id)[1]
+    assert os.path.exists(path)
+    response = await client.post("/logout", cookie=cookie_header(cookie.value))
+    assert response.status_code == 200
+    cleared = session_set_cookie(response)
+    assert cleared is not None and cleared.clears
+    assert not os.path.exists(path)
+    response = await client.get("/read", cookie=cookie_header(cookie.value))
+    assert response.json() == {}
+
+
+async def test_streaming_response_still_gets_set_cookie(make_client: ClientFactory) -> None:
+    client = make_client()
+    response = await client.get("/stream")
+    assert response.text == "streamed in three parts"
+    cookie = session_set_cookie(response)
+    assert cookie is not None
+    response = await client.get("/read", cookie=cookie_header(cookie.value))
+    assert response.json() == {"streamed": True}
+
+
+class Recorder:
+    """`receive` that replays scripted messages, and `send` that records what was sent."""
+
+    def __init__(self, *incoming: Message) -> None:
+        self.incoming = list(incoming)
+        self.sent: list[Message] = []
+
+    async def receive(self) -> Message:
+        assert self.incoming, "the app asked for more messages than the test scripted"
+        return self.incoming.pop(0)
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+
+def _middleware(make_client: ClientFactory) -> tuple[SessionMiddleware, list[str]]:
+    client = make_client()
+    # Starlette and FastAPI build their middleware stack lazily, on the first call.
+    stack = client.app.build_middleware_stack()
+    while not isinstance(stack, SessionMiddleware):
+        stack = stack.app
+    return stack, client.calls
+
+
+async def test_lifespan_scope_passes_through_to_the_app(make_client: ClientFactory) -> None:
+    client = make_client()
+    recorder = Recorder({"type": "lifespan.startup"}, {"type": "lifespan.shutdown"})
+    scope: dict[str, Any] = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    # The whole app, so the middleware sits where it does in production.
+    await client.app(scope, recorder.receive, recorder.send)
+    assert [message["type"] for message in recorder.sent] == [
+        "lifespan.startup.complete",
+        "lifespan.shutdown.complete",
+    ]
+    assert client.calls == ["lifespan.startup", "lifespan.shutdown"]
+    assert "session" not in scope
+
+
+async def test_lifespan_reaches_the_app_when_middleware_is_called_directly(
+    make_client: ClientFactory,
+) -> None:
+    middleware, calls = _middleware(make_client)
+    recorder = Recorder({"type": "lifespan.startup"}, {"type": "lifespan.shutdown"})
+    scope: dict[str, Any] = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    # Starlette's Router answers lifespan; below the middleware, the router is the app.
+    await middleware(scope, recorder.receive, recorder.send)
+    assert [message["type"] for message in recorder.sent] == [
+        "lifespan.startup.complete",
+        "lifespan.shutdown.complete",
+    ]
+    assert calls == ["lifespan.startup", "lifespan.shutdown"]
+
+
+def _websocket_scope(cookie: str) -> dict[str, Any]:
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "http_version": "1.1",
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"cookie", cookie.encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "subprotocols": [],
+        "state": {},
+    }
+
+
+async def test_websocket_sees_stored_session_read_only(
+    make_client: ClientFactory, store: CountingFileStore
+) -> None:
+    client = make_client()
+    cookie = session_set_cookie(await client.get("/count"))
+    assert cookie is not None
+    await client.get("/count", cookie=cookie_header(cookie.value))
+    path = store._locate(cookie.session_id)[1]
+    with open(path, "rb") as file:
+        stored = file.read()
+    recorder = Recorder({"type": "websocket.connect"}, {"type": "websocket.disconnect"})
+    await client.app(_websocket_scope(cookie_header(cookie.value)), recorder.receive, recorder.send)
+    types = [message["type"] for message in recorder.sent]
+    assert types == ["websocket.accept", "websocket.send", "websocket.send", "websocket.close"]
+    assert recorder.sent[1]["text"] == '{"count":2}'
+    assert recorder.sent[2]["text"].startswith("TypeError: this session is read-only")
+    with open(path, "rb") as file:
+        assert file.read() == stored  # nothing was saved from the websocket
+
+
+async def test_websocket_without_cookie_gets_empty_read_only_session(
+    make_client: ClientFactory,
+) -> None:
+    client = make_client()
+    recorder = Recorder({"type": "websocket.connect"}, {"type": "websocket.disconnect"})
+    await client.app(_websocket_scope("other=1"), recorder.receive, recorder.send)
+    assert recorder.sent[1]["text"] == "{}"
+    assert recorder.sent[2]["text"].startswith("TypeError")
+
+
+async def test_websocket_is_refused_with_try_again_later_when_store_is_down(
+    make_client: ClientFactory,
+) -> None:
+    flaky = FlakyMemoryStore()
+    client = make_client(store=flaky)
+    cookie = session_set_cookie(await client.get("/count"))
+    assert cookie is not None
+    flaky.failing = True
+    calls = len(client.calls)
+    recorder = Recorder({"type": "websocket.connect"}, {"type": "websocket.disconnect"})
+    await client.app(_websocket_scope(cookie_header(cookie.value)), recorder.receive, recorder.send)
+    assert recorder.sent == [{"type": "websocket.close", "code": 1013}]
+    assert len(client.calls) == calls
