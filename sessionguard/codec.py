@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -125,14 +126,24 @@ def _parse(payload: bytes, *, as_json: bool) -> Envelope:
     if (
         isinstance(body, list)
         and len(body) == 3
-        and isinstance(body[0], int | float)
-        and not isinstance(body[0], bool)
+        and _is_timestamp(body[0])
         and (body[1] is None or isinstance(body[1], str))
         and isinstance(body[2], dict)
         and all(isinstance(key, str) for key in body[2])
     ):
         return Envelope(data=body[2], created_at=float(body[0]), moved_to=body[1])
     raise CorruptSessionError(CorruptReason.UNDECODABLE, "payload is not a session record")
+
+
+def _is_timestamp(value: object) -> bool:
+    # JSON integers are unbounded and JSON parses NaN/Infinity: float() of a huge int raises
+    # OverflowError, and a non-finite created_at would disable the absolute timeout.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _digest(header: bytes, payload: bytes) -> bytes:
@@ -155,15 +166,17 @@ def _looks_like_pickle(raw: bytes) -> bool:
 
 def _unencodable(data: Mapping[str, Any], serializer: Serializer, exc: Exception) -> TypeError:
     for key, value in data.items():
-        try:
-            if serializer == "json":
-                _json_dumps(value)
-            else:
-                msgpack.packb(value, use_bin_type=True)
-        except (TypeError, ValueError, OverflowError):
-            return TypeError(
-                f"session value for key {key!r} of type {type(value).__name__} cannot be "
-                f"stored with {serializer}: {exc}. Store plain str/int/float/bool/None, "
-                "lists and dicts (and bytes with msgpack)."
-            )
+        # The key itself can be the culprit: msgpack cannot encode a lone surrogate.
+        for part, what in ((key, "session key"), (value, "session value for key")):
+            try:
+                if serializer == "json":
+                    _json_dumps(part)
+                else:
+                    msgpack.packb(part, use_bin_type=True)
+            except (TypeError, ValueError, OverflowError):
+                return TypeError(
+                    f"{what} {key!r} of type {type(part).__name__} cannot be "
+                    f"stored with {serializer}: {exc}. Store plain str/int/float/bool/None, "
+                    "lists and dicts (and bytes with msgpack)."
+                )
     return TypeError(f"session cannot be stored with {serializer}: {exc}")

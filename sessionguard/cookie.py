@@ -98,6 +98,21 @@ class CookieSettings:
             raise ConfigurationError(
                 f"same_site must be 'lax', 'strict' or 'none', got {self.same_site!r}"
             )
+        if self.max_age is not None and self.max_age <= 0:
+            # Max-Age=0 on every Set-Cookie would delete the cookie as soon as it is sent.
+            raise ConfigurationError(
+                f"max_age must be a positive number of seconds, or None for a cookie that "
+                f"ends with the browser session; got {self.max_age!r}"
+            )
+        # Both go verbatim into Set-Cookie: a ";" would smuggle in attributes of its own.
+        if not self.path.startswith("/") or re.search(r"[\x00-\x1f\x7f;]", self.path):
+            raise ConfigurationError(
+                f"path {self.path!r} must start with '/' and contain no ';' or control characters"
+            )
+        if self.domain and not re.fullmatch(r"\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*", self.domain):
+            raise ConfigurationError(
+                f"domain {self.domain!r} is not a valid cookie domain (like 'example.com')"
+            )
 
     def set_header(self, value: str) -> str:
         """The Set-Cookie header value that stores `value`."""

@@ -107,7 +107,9 @@ class SessionCore:
         self.signer = Signer(secret_key)
         self.cookie = cookie
         self.policy = policy
-        self.idle_timeout = idle_timeout or cookie.max_age or 14 * 24 * 60 * 60
+        if idle_timeout is None:
+            idle_timeout = cookie.max_age or 14 * 24 * 60 * 60
+        self.idle_timeout = idle_timeout
         self.absolute_timeout = absolute_timeout
         if self.idle_timeout <= 0 or absolute_timeout <= 0:
             raise ConfigurationError("idle_timeout and absolute_timeout must be positive seconds")
@@ -262,7 +264,7 @@ class SessionCore:
                 if data:
                     return self.cookie.set_header(self.signer.sign(key))
                 return self.cookie.clear_header()
-            newest = yield from self._newest(key)
+            newest = yield from self._newest(key, created_at)
             if newest is None:
                 # Deleted meanwhile (logout, expiry): never bring it back.
                 return self.cookie.clear_header() if key == loaded.key else None
@@ -273,8 +275,13 @@ class SessionCore:
             "attempts: other requests kept changing it"
         )
 
-    def _newest(self, key: str) -> Flow[tuple[str, int, float, dict[str, Any]] | None]:
-        """Load the newest state of `key`, following regenerate pointers (bounded)."""
+    def _newest(
+        self, key: str, created_at: float
+    ) -> Flow[tuple[str, int, float, dict[str, Any]] | None]:
+        """Load the newest state of `key`, following regenerate pointers (bounded).
+
+        `created_at` stands in for the creation time of a record that cannot be read.
+        """
         for _ in range(self.max_attempts):
             record: Record | None = yield Load(key)
             if record is None:
@@ -284,17 +291,22 @@ class SessionCore:
             except CorruptSessionError as exc:
                 # The newest copy is unreadable; this request's full data replaces it.
                 logger.warning("overwriting corrupt session record %s: %s", key_hash(key), exc)
-                return key, record.version, self.clock(), {}
+                return key, record.version, created_at, {}
             if envelope.moved_to is None:
                 return key, record.version, envelope.created_at, envelope.data
             key = envelope.moved_to
         return None
 
     def _regenerate(self, session: Session, loaded: Loaded) -> Flow[str | None]:
-        """Store the data under the new id, then turn the old id into a forward pointer."""
-        new_key, now = session.id, self.clock()
+        """Store the data under the new id, then turn the old id into a forward pointer.
+
+        The new id inherits the creation time: rotating ids must not extend the absolute
+        lifetime (apps that rotate every few minutes would otherwise never expire).
+        """
+        new_key, now, created_at = session.id, self.clock(), loaded.created_at
         data = dict(session)
-        new_version = yield Save(new_key, self._payload(data, now), self._expiry(now), ABSENT)
+        expires_at = self._expiry(created_at)
+        new_version = yield Save(new_key, self._payload(data, created_at), expires_at, ABSENT)
         if new_version is None:  # pragma: no cover - see _create
             raise ConflictError("a freshly generated session id already exists in the store")
         pointer = self._payload({}, now, moved_to=new_key)
@@ -311,15 +323,14 @@ class SessionCore:
             try:
                 envelope = decode(record.payload)
             except CorruptSessionError:
-                envelope = Envelope({}, now)
+                envelope = Envelope({}, created_at)
             if envelope.moved_to is not None:
                 # Regenerated concurrently by another request; both new sessions are valid.
                 return self.cookie.set_header(self.signer.sign(new_key))
             # A concurrent save landed on the old id: carry it over with our changes on top.
             data = session.apply_changes(envelope.data)
-            new_version = yield Save(
-                new_key, self._payload(data, now), self._expiry(now), new_version
-            )
+            payload = self._payload(data, created_at)
+            new_version = yield Save(new_key, payload, expires_at, new_version)
             if new_version is None:
                 break
             old_version = record.version

@@ -48,8 +48,9 @@ class CorruptionPolicy:
 
     `on_corrupt` is `"reset"`, `"reject"` or a callable taking a `CorruptionEvent` and
     returning one of those. `on_event` is called for every corruption event (for alerts
-    or metrics). `quarantine_dir`, when set, receives a copy of each corrupt record before
-    it is removed, named `<key hash>-<reason>-<unix time>.bin`.
+    or metrics). `quarantine_dir`, when set, receives each corrupt record (under either
+    policy), named `<key hash>-<reason>-<unix time>.bin`, and the record leaves the store;
+    without it, "reset" deletes the record and "reject" leaves it where it is.
     """
 
     def __init__(

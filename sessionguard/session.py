@@ -74,8 +74,11 @@ class Session(MutableMapping[str, Any]):
         requests still in flight on it merge their changes into the new session.
         """
         self._check_writable()
-        self.regenerated = True
         self.id = new_id()
+        # After invalidate() this already is a new session under a fresh id: there is no
+        # old id left to point from, so it is saved as a plain new session.
+        if not self.invalidated:
+            self.regenerated = True
 
     def invalidate(self) -> None:
         """Delete the session from the store and clear the cookie (logout).

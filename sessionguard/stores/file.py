@@ -34,6 +34,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 
@@ -46,6 +47,7 @@ __all__ = ["DEFAULT_DIRECTORY", "FileStore"]
 DEFAULT_DIRECTORY = "sessions"
 _LOCK_DIR = ".locks"
 _TMP_SUFFIX = ".tmp"
+_FAN_OUT_NAME = re.compile(r"[0-9a-f]{2}")
 
 
 class FileStore(ThreadedStore):
@@ -93,30 +95,39 @@ class FileStore(ThreadedStore):
     @contextlib.contextmanager
     def _stripe_lock(self, stripe: int) -> Iterator[None]:
         path = os.path.join(self.directory, _LOCK_DIR, f"{stripe:02x}")
-        with self._errors("lock", path):
+        with self._errors(f"lock {path!r}"):
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            with self._errors("lock", path):
+            with self._errors(f"lock {path!r}"):
                 fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the flock
 
     @contextlib.contextmanager
-    def _errors(self, action: str, path: str) -> Iterator[None]:
+    def _errors(self, what: str, *, replaced: bool = False) -> Iterator[None]:
+        """Turn an `OSError` while doing `what` into `StoreUnavailableError`.
+
+        `replaced=True` for the one step after the rename, where the new data is
+        already in place and only its durability is in doubt.
+        """
         try:
             yield
         except OSError as exc:
+            outcome = (
+                "the new session data is in place but may not survive a power cut"
+                if replaced
+                else "the previously saved session data was left as it was"
+            )
             raise StoreUnavailableError(
-                f"FileStore could not {action} {path!r}: {exc.strerror or exc}. Check free "
-                f"space, permissions and health of {self.directory!r}; the previously "
-                "saved session data was left as it was."
+                f"FileStore could not {what}: {exc.strerror or exc}. Check free space, "
+                f"permissions and health of {self.directory!r}; {outcome}."
             ) from exc
 
     # -- reading -----------------------------------------------------------------------
 
     def _read(self, path: str) -> Record | None:
-        with self._errors("read", path):
+        with self._errors(f"read {path!r}"):
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
@@ -153,14 +164,14 @@ class FileStore(ThreadedStore):
     def _write(self, parent: str, path: str, key: str, payload: bytes, expires_at: float) -> None:
         tmp = os.path.join(parent, f".{key}{_TMP_SUFFIX}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        with self._errors("create", tmp):
+        with self._errors(f"create {tmp!r}"):
             try:
                 fd = os.open(tmp, flags, 0o600)
             except FileNotFoundError:  # first record in this fan-out directory
                 os.makedirs(parent, mode=0o700, exist_ok=True)
                 fd = os.open(tmp, flags, 0o600)
         try:
-            with self._errors("write", tmp):
+            with self._errors(f"write {tmp!r}"):
                 try:
                     view = memoryview(payload)
                     while view:
@@ -171,13 +182,16 @@ class FileStore(ThreadedStore):
                         os.fsync(fd)
                 finally:
                     os.close(fd)
+            with self._errors(f"rename {tmp!r} to {path!r}"):
                 os.replace(tmp, path)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
+            # Best effort: a temp file that cannot be removed now is an orphan that the
+            # next write of this key or `purge_expired` removes; the original error matters.
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
         if self.durable:
-            with self._errors("sync directory", parent):
+            with self._errors(f"sync directory {parent!r}", replaced=True):
                 _fsync_directory(parent)
 
     def delete(self, key: str, *, expected_version: int | None = None) -> bool:
@@ -187,17 +201,20 @@ class FileStore(ThreadedStore):
                 current = self._read(path)
                 if current is None or current.version != expected_version:
                     return False
-            with self._errors("delete", path):
+            with self._errors(f"delete {path!r}"):
                 try:
+                    # An expired record is removed too, but it was not live: report
+                    # `False`, as a store that expires records by itself would.
+                    expired = os.stat(path).st_mtime <= self._clock()
                     os.unlink(path)
                 except FileNotFoundError:
                     return False
-        return True
+        return not expired
 
     def touch(self, key: str, expires_at: float) -> bool:
         # No lock: utime is atomic, and a concurrent rename brings its own fresh deadline.
         _, path, _ = self._locate(key)
-        with self._errors("touch", path):
+        with self._errors(f"touch {path!r}"):
             try:
                 if os.stat(path).st_mtime <= self._clock():
                     return False
@@ -212,29 +229,33 @@ class FileStore(ThreadedStore):
         """Remove expired records, and temp files orphaned by killed writers."""
         removed = 0
         for parent in self._fan_out_dirs():
-            with self._errors("list", parent):
+            with self._errors(f"list {parent!r}"):
                 try:
                     entries = [entry.name for entry in os.scandir(parent) if entry.is_file()]
-                except FileNotFoundError:
+                except (FileNotFoundError, NotADirectoryError):
                     continue
             for name in entries:
-                key = name[1 : -len(_TMP_SUFFIX)] if name.startswith(".") else name
-                removed += self._purge_one(key, is_temp=name.startswith("."))
+                removed += self._purge_one(parent, name)
         return removed
 
-    def _purge_one(self, key: str, *, is_temp: bool) -> int:
+    def _purge_one(self, listed_in: str, name: str) -> int:
+        is_temp = name.startswith(".") and name.endswith(_TMP_SUFFIX)
+        key = name[1 : -len(_TMP_SUFFIX)] if is_temp else name
         try:
             parent, path, stripe = self._locate(key)
         except ValueError:
             return 0  # not ours: leave unknown files alone
+        if parent != listed_in:
+            return 0  # a valid name in a directory it does not hash to is not ours either
         # Under the key's lock no write is in progress, so its temp file is an orphan,
         # and a record refreshed or rewritten since the directory listing is seen as live.
         with self._stripe_lock(stripe):
             if is_temp:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(parent, f".{key}{_TMP_SUFFIX}"))
+                orphan = os.path.join(parent, name)
+                with self._errors(f"remove {orphan!r}"), contextlib.suppress(FileNotFoundError):
+                    os.unlink(orphan)
                 return 0
-            with self._errors("purge", path):
+            with self._errors(f"purge {path!r}"):
                 try:
                     if os.stat(path).st_mtime > self._clock():
                         return 0
@@ -244,13 +265,19 @@ class FileStore(ThreadedStore):
         return 1
 
     def _fan_out_dirs(self) -> Iterator[str]:
-        for top in sorted(os.listdir(self.directory)):
-            if top.startswith("."):
-                continue
+        # Only two-hex-digit names at both levels: the directory may also hold files
+        # and folders of the operator's (a quarantine, a README) that are none of ours.
+        with self._errors(f"list {self.directory!r}"):
+            tops = sorted(filter(_FAN_OUT_NAME.fullmatch, os.listdir(self.directory)))
+        for top in tops:
             top_path = os.path.join(self.directory, top)
-            if os.path.isdir(top_path):
-                for sub in sorted(os.listdir(top_path)):
-                    yield os.path.join(top_path, sub)
+            with self._errors(f"list {top_path!r}"):
+                try:
+                    subs = sorted(filter(_FAN_OUT_NAME.fullmatch, os.listdir(top_path)))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+            for sub in subs:
+                yield os.path.join(top_path, sub)
 
     def __repr__(self) -> str:
         return f"FileStore({self.directory!r}, durable={self.durable!r})"

@@ -1,0 +1,277 @@
+"""The envelope codec: round trips, and every kind of damage reported as `CorruptSessionError`."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import pickle
+import struct
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import assume, given, settings, strategies as st
+
+from sessionguard.codec import Envelope, Serializer, decode, encode
+from sessionguard.errors import CorruptReason, CorruptSessionError
+
+FAST = settings(max_examples=200, deadline=None)
+
+# Lone surrogates are not valid UTF-8, so msgpack cannot store them (tested separately).
+_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
+_json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _text
+)
+
+
+def _tree(leaves: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.recursive(
+        leaves,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+        max_leaves=6,
+    )
+
+
+json_sessions = st.dictionaries(_text, _tree(_json_leaves), max_size=4)
+msgpack_sessions = st.dictionaries(_text, _tree(_json_leaves | st.binary(max_size=8)), max_size=4)
+moved_to = st.none() | st.text("0123456789abcdef", min_size=40, max_size=40)
+created_at = st.floats(min_value=0, max_value=4e9)
+
+
+@st.composite
+def envelopes(draw: st.DrawFn) -> tuple[Envelope, Serializer]:
+    serializer: Serializer = draw(st.sampled_from(["msgpack", "json"]))
+    data = draw(msgpack_sessions if serializer == "msgpack" else json_sessions)
+    return Envelope(data, draw(created_at), draw(moved_to)), serializer
+
+
+def wrap(payload: bytes, *, flags: int = 0, version: int = 1) -> bytes:
+    """Build an envelope by hand from the documented layout, so the test does not trust `encode`."""
+    header = struct.pack(">2sBBI", b"SG", version, flags, len(payload))
+    return header + hashlib.blake2b(header + payload, digest_size=16).digest() + payload
+
+
+def reason_of(raw: bytes) -> CorruptReason:
+    with pytest.raises(CorruptSessionError) as info:
+        decode(raw)
+    return info.value.reason
+
+
+# -- properties --------------------------------------------------------------------------
+
+
+@FAST
+@given(st.binary(max_size=200) | st.binary(max_size=200).map(lambda tail: b"SG\x01" + tail))
+def test_decode_of_arbitrary_bytes_returns_envelope_or_raises_corrupt_only(raw: bytes) -> None:
+    try:
+        envelope = decode(raw)
+    except CorruptSessionError as exc:
+        assert isinstance(exc.reason, CorruptReason)
+    else:
+        assert isinstance(envelope, Envelope)
+
+
+_any_value = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=8,
+)
+
+
+@FAST
+@given(_any_value, st.sampled_from(["msgpack", "json"]))
+def test_decode_of_checksummed_foreign_payload_returns_envelope_or_undecodable(
+    body: Any, serializer: str
+) -> None:
+    # Valid header and checksum around any msgpack/JSON value: the body's shape is checked.
+    if serializer == "json":
+        try:
+            payload = json.dumps(body).encode()  # NaN and huge ints included
+        except TypeError:  # bytes inside: send Python's repr, which is not JSON
+            payload = repr(body).encode()
+        raw = wrap(payload, flags=1)
+    else:
+        try:
+            raw = wrap(msgpack.packb(body, use_bin_type=True))
+        except OverflowError:  # an int msgpack has no encoding for
+            assume(False)
+    try:
+        envelope = decode(raw)
+    except CorruptSessionError as exc:
+        assert exc.reason is CorruptReason.UNDECODABLE
+    else:
+        assert all(isinstance(key, str) for key in envelope.data)
+
+
+@FAST
+@given(envelopes())
+def test_encode_then_decode_returns_equal_envelope(case: tuple[Envelope, Serializer]) -> None:
+    envelope, serializer = case
+    assert decode(encode(envelope, serializer)) == envelope
+
+
+@FAST
+@given(envelopes())
+def test_every_truncation_of_an_envelope_is_reported_truncated_or_empty(
+    case: tuple[Envelope, Serializer],
+) -> None:
+    raw = encode(*case)
+    assert reason_of(b"") is CorruptReason.EMPTY
+    for length in range(1, len(raw)):
+        try:
+            decode(raw[:length])
+        except CorruptSessionError as exc:
+            assert exc.reason is CorruptReason.TRUNCATED, length
+        else:
+            pytest.fail(f"a {length}-byte prefix decoded")
+
+
+@FAST
+@given(envelopes())
+def test_every_single_bit_flip_of_an_envelope_is_reported_corrupt(
+    case: tuple[Envelope, Serializer],
+) -> None:
+    raw = encode(*case)
+    for bit in range(len(raw) * 8):
+        flipped = bytearray(raw)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        try:  # not pytest.raises: this loop runs thousands of times per example
+            decode(bytes(flipped))
+        except CorruptSessionError:
+            continue
+        pytest.fail(f"flipping bit {bit} went unnoticed")
+
+
+# -- each reason -------------------------------------------------------------------------
+
+SAMPLE = Envelope({"user": 42, "cart": ["a", "b"]}, created_at=1_700_000_000.0)
+
+
+def test_empty_record_is_reported_empty() -> None:
+    assert reason_of(b"") is CorruptReason.EMPTY
+
+
+@pytest.mark.parametrize("length", [1, 8, 23, 24, 30])
+def test_cut_off_record_is_reported_truncated(length: int) -> None:
+    assert reason_of(encode(SAMPLE)[:length]) is CorruptReason.TRUNCATED
+
+
+@pytest.mark.parametrize(
+    "raw", [b"XX" + encode(SAMPLE)[2:], b'{"user": 42}', b"\x00" * 40, b"S\x00"]
+)
+def test_foreign_bytes_are_reported_bad_magic(raw: bytes) -> None:
+    assert reason_of(raw) is CorruptReason.BAD_MAGIC
+
+
+def test_unsupported_format_version_with_valid_checksum_is_reported_bad_magic() -> None:
+    payload = msgpack.packb([1.0, None, {}], use_bin_type=True)
+    assert reason_of(wrap(payload, version=2)) is CorruptReason.BAD_MAGIC
+    assert reason_of(wrap(payload, flags=0x80)) is CorruptReason.BAD_MAGIC
+    assert decode(wrap(payload)) == Envelope({}, 1.0)  # the same bytes at version 1 are fine
+
+
+def test_changed_payload_byte_is_reported_checksum_mismatch() -> None:
+    raw = bytearray(encode(SAMPLE))
+    raw[-1] ^= 0x01
+    assert reason_of(bytes(raw)) is CorruptReason.CHECKSUM_MISMATCH
+
+
+def test_trailing_bytes_after_payload_are_reported_checksum_mismatch() -> None:
+    assert reason_of(encode(SAMPLE) + b"\x00") is CorruptReason.CHECKSUM_MISMATCH
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_pickled_dict_is_reported_legacy_pickle(protocol: int) -> None:
+    raw = pickle.dumps({"_auth_user_id": "1", "cart": [1, 2]}, protocol=protocol)
+    assert reason_of(raw) is CorruptReason.LEGACY_PICKLE
+
+
+class _MakesDirectoryWhenUnpickled:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return os.mkdir, (str(self.path),)
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_decode_never_unpickles_a_malicious_pickle(tmp_path: Path, protocol: int) -> None:
+    target = tmp_path / "unpickled"
+    raw = pickle.dumps({"x": _MakesDirectoryWhenUnpickled(target)}, protocol=protocol)
+
+    assert reason_of(raw) is CorruptReason.LEGACY_PICKLE
+    assert not target.exists()
+    pickle.loads(raw)  # proof that unpickling these bytes has the side effect
+    assert target.is_dir()
+
+
+@pytest.mark.parametrize(
+    ("payload", "flags"),
+    [
+        (b"\xc1", 0),  # a byte msgpack never uses
+        (b"not json", 1),
+        (msgpack.packb({"user": 42}), 0),  # a bare dict, not [created_at, moved_to, data]
+        (msgpack.packb([1.0, None]), 0),
+        (msgpack.packb([1.0, None, {1: "int key"}]), 0),
+        (msgpack.packb([True, None, {}]), 0),
+        (msgpack.packb(["1.0", None, {}]), 0),
+        (msgpack.packb([1.0, 7, {}]), 0),
+        (msgpack.packb([1.0, None, []]), 0),
+        (b"[" + b"9" * 400 + b",null,{}]", 1),  # too big for a float
+        (b"[NaN,null,{}]", 1),
+        (b"[Infinity,null,{}]", 1),
+    ],
+)
+def test_checksummed_payload_that_is_not_a_session_is_reported_undecodable(
+    payload: bytes, flags: int
+) -> None:
+    assert reason_of(wrap(payload, flags=flags)) is CorruptReason.UNDECODABLE
+
+
+# -- what cannot be encoded --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("serializer", ["msgpack", "json"])
+@pytest.mark.parametrize("value", [datetime.datetime(2024, 1, 1), {1, 2}, object()])
+def test_unencodable_value_raises_type_error_naming_the_key(
+    serializer: Serializer, value: object
+) -> None:
+    envelope = Envelope({"fine": 1, "the_bad_key": value})
+    with pytest.raises(TypeError, match="'the_bad_key'"):
+        encode(envelope, serializer)
+
+
+def test_json_serializer_rejects_bytes_naming_the_key() -> None:
+    with pytest.raises(TypeError, match="'token'"):
+        encode(Envelope({"token": b"\x00\x01"}), "json")
+    assert decode(encode(Envelope({"token": b"\x00\x01"}), "msgpack")).data == {
+        "token": b"\x00\x01"
+    }
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), [float("-inf")]])
+def test_json_serializer_rejects_nan_and_infinity_naming_the_key(value: object) -> None:
+    with pytest.raises(TypeError, match="'score'"):
+        encode(Envelope({"score": value}), "json")
+
+
+def test_msgpack_rejects_key_with_lone_surrogate_naming_the_key() -> None:
+    with pytest.raises(TypeError, match=r"session key '\\ud800'"):
+        encode(Envelope({"\ud800": 1}), "msgpack")
+
+
+def test_msgpack_rejects_integer_beyond_64_bits_naming_the_key() -> None:
+    with pytest.raises(TypeError, match="'big'"):
+        encode(Envelope({"big": 2**64}), "msgpack")

@@ -1,0 +1,261 @@
+"""`Session`: a dict that records which keys this request set and deleted."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+
+from sessionguard.session import Loaded, Session
+
+LOADED = Loaded("a" * 40, version=7, created_at=100.0, expires_at=200.0)
+
+
+def loaded_session(**data: object) -> Session:
+    return Session(data, loaded=LOADED)
+
+
+# -- dict behaviour ----------------------------------------------------------------------
+
+
+def test_session_behaves_like_a_dict() -> None:
+    session = loaded_session(user=42, theme="dark")
+
+    assert session["user"] == 42
+    assert session.get("missing") is None
+    assert session.get("missing", "default") == "default"
+    assert "theme" in session
+    assert "missing" not in session
+    assert len(session) == 2
+    assert sorted(session) == ["theme", "user"]
+    assert dict(session) == {"user": 42, "theme": "dark"}
+    assert session == {"user": 42, "theme": "dark"}
+    with pytest.raises(KeyError):
+        session["missing"]
+
+
+def test_update_pop_and_setdefault_are_tracked() -> None:
+    session = loaded_session(user=42, theme="dark")
+
+    session.update({"a": 1}, b=2)
+    assert session.pop("theme") == "dark"
+    assert session.pop("missing", None) is None
+    assert session.setdefault("user", 0) == 42
+    assert session.setdefault("c", 3) == 3
+
+    assert dict(session) == {"user": 42, "a": 1, "b": 2, "c": 3}
+    assert session.set_keys == {"a", "b", "c"}
+    assert session.deleted_keys == {"theme"}
+
+
+def test_clear_deletes_every_key() -> None:
+    session = loaded_session(user=42, theme="dark")
+    session.clear()
+    assert len(session) == 0
+    assert session.deleted_keys == {"user", "theme"}
+    assert session.set_keys == set()
+    assert session.modified
+
+
+def test_deleting_a_missing_key_raises_key_error_and_tracks_nothing() -> None:
+    session = loaded_session(user=42)
+    with pytest.raises(KeyError):
+        del session["missing"]
+    assert not session.modified
+
+
+def test_non_str_key_raises_type_error() -> None:
+    session = Session()
+    with pytest.raises(TypeError, match="session keys must be str"):
+        session[1] = "x"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        session.update({b"bytes": 1})  # type: ignore[dict-item]
+    assert len(session) == 0
+    assert not session.modified
+
+
+# -- tracking ----------------------------------------------------------------------------
+
+
+def test_fresh_and_loaded_sessions_start_unmodified() -> None:
+    assert not Session().modified
+    assert not loaded_session(user=42).modified
+
+
+def test_reading_does_not_modify() -> None:
+    session = loaded_session(cart=["a"])
+    session["cart"].append("b")  # in-place changes are invisible by design
+    _ = session.get("cart"), list(session), len(session), "cart" in session
+    assert not session.modified
+
+
+def test_set_then_delete_is_tracked_as_deleted() -> None:
+    session = loaded_session(user=42)
+    session["user"] = 43
+    del session["user"]
+    assert session.set_keys == set()
+    assert session.deleted_keys == {"user"}
+    assert session.modified
+
+
+def test_delete_then_set_is_tracked_as_set() -> None:
+    session = loaded_session(user=42)
+    del session["user"]
+    session["user"] = 43
+    assert session.set_keys == {"user"}
+    assert session.deleted_keys == set()
+
+
+def test_assigning_the_same_value_still_counts_as_a_change() -> None:
+    session = loaded_session(user=42)
+    session["user"] = 42
+    assert session.set_keys == {"user"}
+
+
+def test_modified_true_marks_every_key_as_set() -> None:
+    session = loaded_session(user=42, cart=["a"])
+    session["cart"].append("b")
+    session.modified = True
+    assert session.modified
+    assert session.set_keys == {"user", "cart"}
+
+
+def test_modified_false_forgets_the_changes() -> None:
+    session = loaded_session(user=42)
+    session["a"] = 1
+    del session["user"]
+    session.modified = False
+    assert not session.modified
+    assert session.set_keys == set() and session.deleted_keys == set()
+
+
+# -- identity ----------------------------------------------------------------------------
+
+
+def test_new_session_has_a_fresh_id_and_loaded_one_keeps_its_key() -> None:
+    new = Session()
+    assert new.is_new
+    assert re.fullmatch(r"[0-9a-f]{40}", new.id)
+    assert Session().id != new.id
+    loaded = loaded_session()
+    assert not loaded.is_new
+    assert loaded.id == LOADED.key
+
+
+def test_regenerate_changes_id_and_keeps_data() -> None:
+    session = loaded_session(user=42)
+    session.regenerate()
+    assert session.id != LOADED.key
+    assert re.fullmatch(r"[0-9a-f]{40}", session.id)
+    assert dict(session) == {"user": 42}
+    assert session.regenerated
+    assert session.modified
+
+
+def test_invalidate_clears_data_and_changes_id() -> None:
+    session = loaded_session(user=42)
+    session["x"] = 1
+    session.invalidate()
+    assert session.id != LOADED.key
+    assert len(session) == 0
+    assert session.invalidated
+    assert session.set_keys == set() and session.deleted_keys == set()
+
+
+def test_keys_set_after_invalidate_belong_to_the_new_session() -> None:
+    session = loaded_session(user=42)
+    session.invalidate()
+    session["flash"] = "logged out"
+    assert dict(session) == {"flash": "logged out"}
+    assert session.set_keys == {"flash"}
+
+
+def test_invalidate_after_regenerate_cancels_the_regeneration() -> None:
+    session = loaded_session(user=42)
+    session.regenerate()
+    session.invalidate()
+    assert not session.regenerated
+    assert session.invalidated
+
+
+def test_regenerate_after_invalidate_stays_a_plain_new_session() -> None:
+    # There is no old id left to forward from; the core must create, not regenerate.
+    session = loaded_session(user=42)
+    session.invalidate()
+    session.regenerate()
+    assert session.invalidated
+    assert not session.regenerated
+    assert session.id != LOADED.key
+
+
+# -- read-only ---------------------------------------------------------------------------
+
+
+def test_read_only_session_can_be_read() -> None:
+    session = Session({"user": 42}, loaded=LOADED, read_only=True)
+    assert session["user"] == 42
+    assert dict(session) == {"user": 42}
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        pytest.param(lambda s: s.__setitem__("user", 1), id="setitem"),
+        pytest.param(lambda s: s.__delitem__("user"), id="delitem"),
+        pytest.param(lambda s: s.update(a=1), id="update"),
+        pytest.param(lambda s: s.pop("user"), id="pop"),
+        pytest.param(lambda s: s.setdefault("new", 1), id="setdefault"),
+        pytest.param(lambda s: s.clear(), id="clear"),
+        pytest.param(lambda s: s.regenerate(), id="regenerate"),
+        pytest.param(lambda s: s.invalidate(), id="invalidate"),
+        pytest.param(lambda s: setattr(s, "modified", True), id="modified"),
+    ],
+)
+def test_read_only_session_raises_type_error_on_mutation(
+    mutate: Callable[[Session], object],
+) -> None:
+    session = Session({"user": 42}, loaded=LOADED, read_only=True)
+    with pytest.raises(TypeError, match="read-only"):
+        mutate(session)
+    assert dict(session) == {"user": 42}
+    assert session.id == LOADED.key
+    assert not session.modified
+
+
+# -- the merge rule ----------------------------------------------------------------------
+
+
+def test_apply_changes_puts_this_requests_changes_on_a_newer_base() -> None:
+    session = loaded_session(user=42, cart=["a"], theme="dark")
+    session["cart"] = ["a", "b"]
+    session["new"] = 1
+    del session["theme"]
+
+    base = {"user": 42, "cart": ["z"], "theme": "light", "other": "concurrent"}
+    merged = session.apply_changes(base)
+
+    assert merged == {"user": 42, "cart": ["a", "b"], "new": 1, "other": "concurrent"}
+    assert base["theme"] == "light"  # the base is not mutated
+
+
+def test_apply_changes_keeps_base_values_of_keys_this_request_only_read() -> None:
+    session = loaded_session(user=42)
+    assert session.apply_changes({"user": 99}) == {"user": 99}
+
+
+def test_apply_changes_ignores_deleting_a_key_the_base_no_longer_has() -> None:
+    session = loaded_session(user=42)
+    del session["user"]
+    assert session.apply_changes({"other": 1}) == {"other": 1}
+
+
+def test_apply_changes_after_modified_true_writes_every_key() -> None:
+    session = loaded_session(user=42, cart=["a"])
+    session["cart"].append("b")
+    session.modified = True
+    assert session.apply_changes({"user": 1, "cart": [], "x": 0}) == {
+        "user": 42,
+        "cart": ["a", "b"],
+        "x": 0,
+    }
