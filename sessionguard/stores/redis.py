@@ -1,10 +1,11 @@
 """`RedisStore`: one Redis hash per session, expiry as the key's TTL, compare-and-swap in Lua.
 
-Each session is a single key `<prefix><id>` holding a hash `{v: version, p: payload}`,
+Each session is a single key `<prefix><id>` holding a hash `{v: version, p: payload,
+e: deadline}` (the deadline kept exactly, and also set as the key's expiry),
 so every operation touches exactly one key and works unchanged on Redis Cluster. Every
 operation is one round trip: the compare-and-swap, the conditional delete and the load
-(payload, version and remaining TTL read together) are Lua scripts, which Redis runs
-atomically. `touch` is a plain `PEXPIREAT`: the body is not rewritten.
+and `touch` are Lua scripts, which Redis runs atomically. `touch` moves the deadline and
+the key's expiry and does not rewrite the body.
 
 Requires the `redis` extra: `pip install 'sessionguard[redis]'`.
 """
@@ -12,7 +13,6 @@ Requires the `redis` extra: `pip install 'sessionguard[redis]'`.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -34,14 +34,14 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisStore"]
 
-# KEYS[1] = session key. Returns {payload, version, ms left} or nil.
+# KEYS[1] = session key. Returns {payload, version, deadline} or nil.
 _LOAD = """
-local fields = redis.call('HMGET', KEYS[1], 'p', 'v')
+local fields = redis.call('HMGET', KEYS[1], 'p', 'v', 'e')
 if not fields[1] then return nil end
-return {fields[1], fields[2], redis.call('PTTL', KEYS[1])}
+return fields
 """
 
-# ARGV = expected version ('' = unconditional), payload, deadline in unix ms.
+# ARGV = expected version ('' = unconditional), payload, deadline in unix ms, deadline.
 # Returns the new version, or 0 on a compare-and-swap miss.
 _SAVE = """
 local current = redis.call('HGET', KEYS[1], 'v')
@@ -53,9 +53,16 @@ if ARGV[1] ~= '' then
   end
 end
 local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('HSET', KEYS[1], 'p', ARGV[2])
+redis.call('HSET', KEYS[1], 'p', ARGV[2], 'e', ARGV[4])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return version
+"""
+
+# ARGV = deadline in unix ms, deadline. Returns 1 if the key existed.
+_TOUCH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'e', ARGV[2])
+return redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 """
 
 # ARGV = expected version. Returns 1 if deleted.
@@ -104,15 +111,15 @@ class RedisStore:
         self._async_client = async_client
         self._owns_client = client is None
         self._owns_async_client = async_client is None
-        self._scripts: tuple[Script, Script, Script] | None = None
-        self._async_scripts: tuple[AsyncScript, AsyncScript, AsyncScript] | None = None
+        self._scripts: tuple[Script, Script, Script, Script] | None = None
+        self._async_scripts: tuple[AsyncScript, AsyncScript, AsyncScript, AsyncScript] | None = None
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.prefix!r})"
 
     # -- the two halves, created on first use --------------------------------------------
 
-    def _sync(self) -> tuple[redis.Redis, tuple[Script, Script, Script]]:
+    def _sync(self) -> tuple[redis.Redis, tuple[Script, Script, Script, Script]]:
         if self._client is None:
             if self._url is None:
                 raise ConfigurationError(
@@ -122,10 +129,17 @@ class RedisStore:
             self._client = redis.Redis.from_url(self._url, **self._options)
         if self._scripts is None:
             register = self._client.register_script
-            self._scripts = (register(_LOAD), register(_SAVE), register(_DELETE_IF))
+            self._scripts = (
+                register(_LOAD),
+                register(_SAVE),
+                register(_DELETE_IF),
+                register(_TOUCH),
+            )
         return self._client, self._scripts
 
-    def _async(self) -> tuple[redis.asyncio.Redis, tuple[AsyncScript, AsyncScript, AsyncScript]]:
+    def _async(
+        self,
+    ) -> tuple[redis.asyncio.Redis, tuple[AsyncScript, AsyncScript, AsyncScript, AsyncScript]]:
         if self._async_client is None:
             if self._url is None:
                 raise ConfigurationError(
@@ -135,7 +149,12 @@ class RedisStore:
             self._async_client = redis.asyncio.Redis.from_url(self._url, **self._options)
         if self._async_scripts is None:
             register = self._async_client.register_script
-            self._async_scripts = (register(_LOAD), register(_SAVE), register(_DELETE_IF))
+            self._async_scripts = (
+                register(_LOAD),
+                register(_SAVE),
+                register(_DELETE_IF),
+                register(_TOUCH),
+            )
         return self._async_client, self._async_scripts
 
     def _key(self, key: str) -> str:
@@ -145,7 +164,7 @@ class RedisStore:
 
     def load(self, key: str) -> Record | None:
         name = self._key(key)
-        _, (load, _, _) = self._sync()
+        _, (load, *_) = self._sync()
         with _mapped_errors("load"):
             return _record(load(keys=[name]))
 
@@ -153,7 +172,7 @@ class RedisStore:
         self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
     ) -> int | None:
         name = self._key(key)
-        _, (_, save, _) = self._sync()
+        _, (_, save, *_) = self._sync()
         with _mapped_errors("save"):
             return _version(
                 save(keys=[name], args=_save_args(payload, expires_at, expected_version))
@@ -161,7 +180,7 @@ class RedisStore:
 
     def delete(self, key: str, *, expected_version: int | None = None) -> bool:
         name = self._key(key)
-        client, (_, _, delete_if) = self._sync()
+        client, (_, _, delete_if, _) = self._sync()
         with _mapped_errors("delete"):
             if expected_version is None:
                 return bool(client.delete(name))
@@ -169,9 +188,9 @@ class RedisStore:
 
     def touch(self, key: str, expires_at: float) -> bool:
         name = self._key(key)
-        client, _ = self._sync()
+        _, (*_, touch) = self._sync()
         with _mapped_errors("touch"):
-            return bool(client.pexpireat(name, _millis(expires_at)))
+            return bool(touch(keys=[name], args=_touch_args(expires_at)))
 
     def purge_expired(self) -> int:
         """Redis removes expired keys itself (the TTL), so there is never anything to purge."""
@@ -187,7 +206,7 @@ class RedisStore:
 
     async def aload(self, key: str) -> Record | None:
         name = self._key(key)
-        _, (load, _, _) = self._async()
+        _, (load, *_) = self._async()
         async with _amapped_errors("load"):
             return _record(await load(keys=[name]))
 
@@ -195,14 +214,14 @@ class RedisStore:
         self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
     ) -> int | None:
         name = self._key(key)
-        _, (_, save, _) = self._async()
+        _, (_, save, *_) = self._async()
         args = _save_args(payload, expires_at, expected_version)
         async with _amapped_errors("save"):
             return _version(await save(keys=[name], args=args))
 
     async def adelete(self, key: str, *, expected_version: int | None = None) -> bool:
         name = self._key(key)
-        client, (_, _, delete_if) = self._async()
+        client, (_, _, delete_if, _) = self._async()
         async with _amapped_errors("delete"):
             if expected_version is None:
                 return bool(await client.delete(name))
@@ -210,9 +229,9 @@ class RedisStore:
 
     async def atouch(self, key: str, expires_at: float) -> bool:
         name = self._key(key)
-        client, _ = self._async()
+        _, (*_, touch) = self._async()
         async with _amapped_errors("touch"):
-            return bool(await client.pexpireat(name, _millis(expires_at)))
+            return bool(await touch(keys=[name], args=_touch_args(expires_at)))
 
     async def apurge_expired(self) -> int:
         return 0
@@ -233,14 +252,19 @@ def _millis(timestamp: float) -> int:
 
 
 def _save_args(payload: bytes, expires_at: float, expected: int | None) -> list[Any]:
-    return ["" if expected is None else expected, payload, _millis(expires_at)]
+    return ["" if expected is None else expected, payload, *_touch_args(expires_at)]
+
+
+def _touch_args(expires_at: float) -> list[Any]:
+    # repr() keeps every bit of the float, so load returns the deadline exactly.
+    return [_millis(expires_at), repr(expires_at)]
 
 
 def _record(reply: Any) -> Record | None:
     if reply is None:
         return None
-    payload, version, millis_left = reply
-    return Record(bytes(payload), int(version), time.time() + max(int(millis_left), 0) / 1000)
+    payload, version, deadline = reply
+    return Record(bytes(payload), int(version), float(deadline))
 
 
 def _version(reply: Any) -> int | None:

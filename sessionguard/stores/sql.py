@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from ..errors import ConfigurationError, StoreUnavailableError
@@ -59,6 +59,7 @@ class SQLStore:
         table_name: str = "sessionguard_sessions",
         create_table: bool = True,
         connect_timeout: int = 2,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if url is None and engine is None and async_engine is None:
             raise ConfigurationError(
@@ -75,6 +76,7 @@ class SQLStore:
         self._table_lock = threading.Lock()
         self._atable_lock: asyncio.Lock | None = None
         self.table = _table(table_name)
+        self._clock = clock
 
     def __repr__(self) -> str:
         return f"SQLStore(table={self.table.name!r})"
@@ -148,7 +150,7 @@ class SQLStore:
     # -- sync API --------------------------------------------------------------------------
 
     def load(self, key: str) -> Record | None:
-        stmt = _select(self.table, validate_key(key))
+        stmt = _select(self.table, validate_key(key), self._clock())
         with self._begin("load") as conn:
             return _record(conn.execute(stmt).first())
 
@@ -157,16 +159,24 @@ class SQLStore:
     ) -> int | None:
         key = validate_key(key)
         with self._begin("save") as conn:
-            stmt = _save(self.table, conn.dialect.name, key, payload, expires_at, expected_version)
+            stmt = _save(
+                self.table,
+                conn.dialect.name,
+                key,
+                payload,
+                expires_at,
+                expected_version,
+                self._clock(),
+            )
             return _version(conn.execute(stmt).first())
 
     def delete(self, key: str, *, expected_version: int | None = None) -> bool:
-        stmt = _delete(self.table, validate_key(key), expected_version)
+        stmt = _delete(self.table, validate_key(key), expected_version, self._clock())
         with self._begin("delete") as conn:
-            return conn.execute(stmt).rowcount > 0
+            return bool(conn.execute(stmt).scalar())
 
     def touch(self, key: str, expires_at: float) -> bool:
-        stmt = _touch(self.table, validate_key(key), expires_at)
+        stmt = _touch(self.table, validate_key(key), expires_at, self._clock())
         with self._begin("touch") as conn:
             return conn.execute(stmt).rowcount > 0
 
@@ -174,7 +184,7 @@ class SQLStore:
         removed = 0
         while True:
             with self._begin("purge expired sessions") as conn:
-                batch = conn.execute(_purge_batch(self.table)).rowcount
+                batch = conn.execute(_purge_batch(self.table, self._clock())).rowcount
             removed += batch
             if batch < _PURGE_BATCH:
                 return removed
@@ -187,7 +197,7 @@ class SQLStore:
     # -- async API -------------------------------------------------------------------------
 
     async def aload(self, key: str) -> Record | None:
-        stmt = _select(self.table, validate_key(key))
+        stmt = _select(self.table, validate_key(key), self._clock())
         async with self._abegin("load") as conn:
             return _record((await conn.execute(stmt)).first())
 
@@ -196,16 +206,24 @@ class SQLStore:
     ) -> int | None:
         key = validate_key(key)
         async with self._abegin("save") as conn:
-            stmt = _save(self.table, conn.dialect.name, key, payload, expires_at, expected_version)
+            stmt = _save(
+                self.table,
+                conn.dialect.name,
+                key,
+                payload,
+                expires_at,
+                expected_version,
+                self._clock(),
+            )
             return _version((await conn.execute(stmt)).first())
 
     async def adelete(self, key: str, *, expected_version: int | None = None) -> bool:
-        stmt = _delete(self.table, validate_key(key), expected_version)
+        stmt = _delete(self.table, validate_key(key), expected_version, self._clock())
         async with self._abegin("delete") as conn:
-            return (await conn.execute(stmt)).rowcount > 0
+            return bool((await conn.execute(stmt)).scalar())
 
     async def atouch(self, key: str, expires_at: float) -> bool:
-        stmt = _touch(self.table, validate_key(key), expires_at)
+        stmt = _touch(self.table, validate_key(key), expires_at, self._clock())
         async with self._abegin("touch") as conn:
             return (await conn.execute(stmt)).rowcount > 0
 
@@ -213,7 +231,7 @@ class SQLStore:
         removed = 0
         while True:
             async with self._abegin("purge expired sessions") as conn:
-                batch = (await conn.execute(_purge_batch(self.table))).rowcount
+                batch = (await conn.execute(_purge_batch(self.table, self._clock()))).rowcount
             removed += batch
             if batch < _PURGE_BATCH:
                 return removed
@@ -239,9 +257,9 @@ def _table(name: str) -> sa.Table:
     )
 
 
-def _select(table: sa.Table, key: str) -> sa.Select[Any]:
+def _select(table: sa.Table, key: str, now: float) -> sa.Select[Any]:
     c = table.c
-    return sa.select(c.data, c.version, c.expires_at).where(c.id == key, c.expires_at > time.time())
+    return sa.select(c.data, c.version, c.expires_at).where(c.id == key, c.expires_at > now)
 
 
 def _save(
@@ -251,8 +269,9 @@ def _save(
     payload: bytes,
     expires_at: float,
     expected: int | None,
+    now: float,
 ) -> Any:
-    c, now = table.c, time.time()
+    c = table.c
     if expected is not None and expected != ABSENT:
         return (
             sa.update(table)
@@ -272,25 +291,22 @@ def _save(
     ).returning(c.version)
 
 
-def _delete(table: sa.Table, key: str, expected: int | None) -> sa.Delete:
+def _delete(table: sa.Table, key: str, expected: int | None, now: float) -> Any:
     stmt = sa.delete(table).where(table.c.id == key)
     if expected is not None:
-        stmt = stmt.where(table.c.version == expected, table.c.expires_at > time.time())
-    return stmt
+        stmt = stmt.where(table.c.version == expected, table.c.expires_at > now)
+    # An expired row goes too, but it was not live: report it as not deleted.
+    return stmt.returning(table.c.expires_at > now)
 
 
-def _touch(table: sa.Table, key: str, expires_at: float) -> sa.Update:
+def _touch(table: sa.Table, key: str, expires_at: float, now: float) -> sa.Update:
     c = table.c
-    return (
-        sa.update(table)
-        .where(c.id == key, c.expires_at > time.time())
-        .values(expires_at=expires_at)
-    )
+    return sa.update(table).where(c.id == key, c.expires_at > now).values(expires_at=expires_at)
 
 
-def _purge_batch(table: sa.Table) -> sa.Delete:
+def _purge_batch(table: sa.Table, now: float) -> sa.Delete:
     c = table.c
-    expired = sa.select(c.id).where(c.expires_at <= time.time()).limit(_PURGE_BATCH)
+    expired = sa.select(c.id).where(c.expires_at <= now).limit(_PURGE_BATCH)
     return sa.delete(table).where(c.id.in_(expired.scalar_subquery()))
 
 
