@@ -21,7 +21,7 @@ from .cookie import CookieSettings, SameSite, Signer, read_cookie
 from .errors import ConfigurationError, ConflictError, CorruptSessionError, StoreUnavailableError
 from .policy import CorruptionEvent, CorruptionPolicy, ErrorResponse
 from .session import Loaded, Session
-from .stores.base import ABSENT, Record
+from .stores.base import ABSENT, Record, Updater, Write
 
 __all__ = [
     "Delete",
@@ -32,6 +32,7 @@ __all__ = [
     "SessionCore",
     "SessionOptions",
     "Touch",
+    "Update",
     "build_core",
     "key_hash",
 ]
@@ -62,6 +63,14 @@ class Delete:
 
 
 @dataclass(frozen=True, slots=True)
+class Update:
+    """Atomically replace the record with what `updater` makes of the newest one."""
+
+    key: str
+    updater: Updater
+
+
+@dataclass(frozen=True, slots=True)
 class Touch:
     key: str
     expires_at: float
@@ -77,7 +86,7 @@ class Quarantine:
     key: str
 
 
-Op = Load | Save | Delete | Touch | Quarantine
+Op = Load | Save | Delete | Touch | Update | Quarantine
 Flow = Generator[Op, Any, _T]
 
 
@@ -248,54 +257,45 @@ class SessionCore:
         return self.cookie.set_header(self.signer.sign(loaded.key)) if touched else None
 
     def _update(self, session: Session, loaded: Loaded) -> Flow[str | None]:
-        """Compare-and-swap this request's changes onto the newest stored record."""
-        key, version, created_at = loaded.key, loaded.version, loaded.created_at
-        data = dict(session)
-        for _ in range(self.max_attempts):
-            expected = version if self.merge else None
-            if data:
-                payload = self._payload(data, created_at)
-                done = (yield Save(key, payload, self._expiry(created_at), expected)) is not None
-            else:
-                done = yield Delete(key, expected_version=expected)
-            if done:
+        """Save this request's changes without losing a concurrent request's.
+
+        First an optimistic compare-and-swap against the version this request loaded (the
+        common, uncontended case: one write). If another request saved in between, the
+        store's atomic `update` re-reads the newest record and applies exactly this
+        request's set and deleted keys to it, following a regenerate pointer if the
+        session moved meanwhile.
+        """
+        key, data = loaded.key, dict(session)
+        expected = loaded.version if self.merge else None
+        if data:
+            payload = self._payload(data, loaded.created_at)
+            expires_at = self._expiry(loaded.created_at)
+            done = (yield Save(key, payload, expires_at, expected)) is not None
+        else:
+            done = yield Delete(key, expected_version=expected)
+        if done:
+            return (
+                self.cookie.set_header(self.signer.sign(key))
+                if data
+                else self.cookie.clear_header()
+            )
+        for _ in range(self.max_attempts):  # bounds the pointers followed
+            merge = _Merge(self, session, loaded.created_at)
+            version = yield Update(key, merge)
+            if version is not None:
                 if key != loaded.key:
                     return None  # merged into the regenerated session; its cookie is already out
-                if data:
-                    return self.cookie.set_header(self.signer.sign(key))
-                return self.cookie.clear_header()
-            newest = yield from self._newest(key, created_at)
-            if newest is None:
+                if merge.is_empty:
+                    return self.cookie.clear_header()
+                return self.cookie.set_header(self.signer.sign(key))
+            if merge.moved_to is None:
                 # Deleted meanwhile (logout, expiry): never bring it back.
                 return self.cookie.clear_header() if key == loaded.key else None
-            key, version, created_at, base = newest
-            data = session.apply_changes(base)
+            key = merge.moved_to
         raise ConflictError(
-            f"gave up saving session {key_hash(loaded.key)} after {self.max_attempts} "
-            "attempts: other requests kept changing it"
+            f"gave up saving session {key_hash(loaded.key)}: it was regenerated "
+            f"{self.max_attempts} times while this request ran"
         )
-
-    def _newest(
-        self, key: str, created_at: float
-    ) -> Flow[tuple[str, int, float, dict[str, Any]] | None]:
-        """Load the newest state of `key`, following regenerate pointers (bounded).
-
-        `created_at` stands in for the creation time of a record that cannot be read.
-        """
-        for _ in range(self.max_attempts):
-            record: Record | None = yield Load(key)
-            if record is None:
-                return None
-            try:
-                envelope = decode(record.payload)
-            except CorruptSessionError as exc:
-                # The newest copy is unreadable; this request's full data replaces it.
-                logger.warning("overwriting corrupt session record %s: %s", key_hash(key), exc)
-                return key, record.version, created_at, {}
-            if envelope.moved_to is None:
-                return key, record.version, envelope.created_at, envelope.data
-            key = envelope.moved_to
-        return None
 
     def _regenerate(self, session: Session, loaded: Loaded) -> Flow[str | None]:
         """Store the data under the new id, then turn the old id into a forward pointer.
@@ -378,3 +378,35 @@ def build_core(
         serializer=options.get("serializer", "msgpack"),
         merge=options.get("merge", True),
     )
+
+
+class _Merge:
+    """The `update` callback of a contended save: newest record + this request's changes.
+
+    Pure apart from remembering what it saw, since a store may call it more than once.
+    """
+
+    def __init__(self, core: SessionCore, session: Session, created_at: float) -> None:
+        self._core = core
+        self._session = session
+        self._created_at = created_at  # stands in for that of an unreadable record
+        self.moved_to: str | None = None
+        self.is_empty = False
+
+    def __call__(self, record: Record | None) -> Write | None:
+        self.moved_to = None
+        if record is None:
+            return None
+        try:
+            envelope = decode(record.payload)
+        except CorruptSessionError as exc:
+            # The newest copy is unreadable; this request's changes start it over.
+            logger.warning("replacing corrupt session record during merge: %s", exc.reason)
+            envelope = Envelope({}, self._created_at)
+        if envelope.moved_to is not None:
+            self.moved_to = envelope.moved_to
+            return None
+        data = self._session.apply_changes(envelope.data)
+        self.is_empty = not data
+        created_at = envelope.created_at
+        return Write(self._core._payload(data, created_at), self._core._expiry(created_at))

@@ -10,8 +10,8 @@ import asyncio
 import os
 from typing import Any, TypeVar, cast
 
-from .core import Delete, Flow, Load, Op, Quarantine, Save, Touch
-from .errors import StoreUnavailableError
+from .core import Delete, Flow, Load, Op, Quarantine, Save, Touch, Update
+from .errors import ConflictError, StoreUnavailableError
 from .stores.base import AsyncStore, SyncStore
 
 __all__ = ["run_async", "run_sync"]
@@ -26,7 +26,7 @@ def run_sync(flow: Flow[_T], store: SyncStore) -> _T:
         while True:
             try:
                 result = _perform(op, store)
-            except StoreUnavailableError as exc:
+            except (StoreUnavailableError, ConflictError) as exc:
                 op = flow.throw(exc)
             else:
                 op = flow.send(result)
@@ -41,7 +41,7 @@ async def run_async(flow: Flow[_T], store: AsyncStore) -> _T:
         while True:
             try:
                 result = await _aperform(op, store)
-            except StoreUnavailableError as exc:
+            except (StoreUnavailableError, ConflictError) as exc:
                 op = flow.throw(exc)
             else:
                 op = flow.send(result)
@@ -59,6 +59,8 @@ def _perform(op: Op, store: SyncStore) -> Any:
             return store.delete(key, expected_version=expected)
         case Touch(key, expires_at):
             return store.touch(key, expires_at)
+        case Update(key, updater):
+            return store.update(key, updater)
         case Quarantine():
             _write_quarantine(op)
             return store.delete(op.key, expected_version=op.record.version)
@@ -74,6 +76,8 @@ async def _aperform(op: Op, store: AsyncStore) -> Any:
             return await store.adelete(key, expected_version=expected)
         case Touch(key, expires_at):
             return await store.atouch(key, expires_at)
+        case Update(key, updater):
+            return await store.aupdate(key, updater)
         case Quarantine():
             await asyncio.to_thread(_write_quarantine, op)
             return await store.adelete(op.key, expected_version=op.record.version)

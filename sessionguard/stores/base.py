@@ -5,6 +5,11 @@ deadline (Unix seconds). It never interprets the payload. Versions exist for
 compare-and-swap: `save(..., expected_version=v)` writes only if the stored version is
 still `v`, where `0` means "only if no live record exists". What a version looks like
 is the store's business (a counter, a content hash); callers only compare them.
+
+`update(key, updater)` is the read-modify-write the merge on conflict needs: the store
+hands the live record to `updater` and stores what it returns, atomically. Stores with a
+lock (FileStore's stripe lock, MemoryStore's mutex) hold it for just that step; stores
+without one run `update_by_swap`, a bounded compare-and-swap loop.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, ConflictError
 
 __all__ = [
     "ABSENT",
@@ -29,6 +34,10 @@ __all__ = [
     "SyncBackedStore",
     "SyncStore",
     "ThreadedStore",
+    "Updater",
+    "Write",
+    "aupdate_by_swap",
+    "update_by_swap",
     "validate_key",
 ]
 
@@ -48,6 +57,22 @@ class Record:
     payload: bytes
     version: int
     expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """What an `update` callback wants stored in place of the record it was shown."""
+
+    payload: bytes
+    expires_at: float
+
+
+#: Called with the live record (or `None`); returns what to store, or `None` to store nothing.
+#: It may be called more than once, so it must not have side effects beyond its own state.
+Updater = Callable[["Record | None"], "Write | None"]
+
+#: How often `update_by_swap` retries before it reports a conflict.
+UPDATE_ATTEMPTS = 32
 
 
 def validate_key(key: str) -> str:
@@ -94,6 +119,13 @@ class SyncStore(Protocol):
         Returns `False` if there is no live record.
         """
 
+    def update(self, key: str, updater: Updater) -> int | None:
+        """Atomically replace the live record (or `None`) with what `updater` returns.
+
+        Returns the new version, or `None` when `updater` returned `None` (nothing was
+        written). Raises `ConflictError` if concurrent writers kept winning.
+        """
+
     def purge_expired(self) -> int:
         """Remove every record past its deadline; return how many were removed."""
 
@@ -114,6 +146,8 @@ class AsyncStore(Protocol):
     async def adelete(self, key: str, *, expected_version: int | None = None) -> bool: ...
 
     async def atouch(self, key: str, expires_at: float) -> bool: ...
+
+    async def aupdate(self, key: str, updater: Updater) -> int | None: ...
 
     async def apurge_expired(self) -> int: ...
 
@@ -147,6 +181,9 @@ class SyncBackedStore(abc.ABC):
     def touch(self, key: str, expires_at: float) -> bool: ...
 
     @abc.abstractmethod
+    def update(self, key: str, updater: Updater) -> int | None: ...
+
+    @abc.abstractmethod
     def purge_expired(self) -> int: ...
 
     def close(self) -> None:  # noqa: B027 - an optional hook, not an abstract method
@@ -170,6 +207,9 @@ class SyncBackedStore(abc.ABC):
 
     async def atouch(self, key: str, expires_at: float) -> bool:
         return await self._run(self.touch, key, expires_at)
+
+    async def aupdate(self, key: str, updater: Updater) -> int | None:
+        return await self._run(self.update, key, updater)
 
     async def apurge_expired(self) -> int:
         return await self._run(self.purge_expired)
@@ -203,3 +243,42 @@ class ThreadedStore(SyncBackedStore):
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+
+
+def update_by_swap(store: SyncStore, key: str, updater: Updater) -> int | None:
+    """`update` for stores without a lock: load, ask `updater`, compare-and-swap; retry."""
+    for _ in range(UPDATE_ATTEMPTS):
+        current = store.load(key)
+        write = updater(current)
+        if write is None:
+            return None
+        expected = current.version if current is not None else ABSENT
+        version = store.save(
+            key, write.payload, expires_at=write.expires_at, expected_version=expected
+        )
+        if version is not None:
+            return version
+    raise _conflict(key)
+
+
+async def aupdate_by_swap(store: AsyncStore, key: str, updater: Updater) -> int | None:
+    """The awaitable twin of `update_by_swap`."""
+    for _ in range(UPDATE_ATTEMPTS):
+        current = await store.aload(key)
+        write = updater(current)
+        if write is None:
+            return None
+        expected = current.version if current is not None else ABSENT
+        version = await store.asave(
+            key, write.payload, expires_at=write.expires_at, expected_version=expected
+        )
+        if version is not None:
+            return version
+    raise _conflict(key)
+
+
+def _conflict(key: str) -> ConflictError:
+    return ConflictError(
+        f"{UPDATE_ATTEMPTS} compare-and-swap attempts on one session all lost to concurrent "
+        "writers; the stored data is intact and the client may retry"
+    )

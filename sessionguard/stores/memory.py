@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .base import ABSENT, Record, SyncBackedStore, validate_key
+from .base import ABSENT, Record, SyncBackedStore, Updater, validate_key
 
 __all__ = ["MemoryStore"]
 
@@ -69,6 +69,16 @@ class MemoryStore(SyncBackedStore):
                 return False
             self._records[key] = Record(current.payload, current.version, expires_at)
             return True
+
+    def update(self, key: str, updater: Updater) -> int | None:
+        validate_key(key)
+        with self._lock:
+            write = updater(self._live(key))
+            if write is None:
+                return None
+            version = next(self._versions)
+            self._records[key] = Record(bytes(write.payload), version, write.expires_at)
+            return version
 
     def purge_expired(self) -> int:
         with self._lock:

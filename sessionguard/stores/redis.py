@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, StoreUnavailableError
-from .base import Record, validate_key
+from .base import Record, Updater, aupdate_by_swap, update_by_swap, validate_key
 
 try:
     import redis
@@ -192,6 +192,11 @@ class RedisStore:
         with _mapped_errors("touch"):
             return bool(touch(keys=[name], args=_touch_args(expires_at)))
 
+    def update(self, key: str, updater: Updater) -> int | None:
+        # Each attempt is two atomic round trips; Redis is fast enough that losing the race
+        # 32 times in a row needs far more writers on one session than a browser has.
+        return update_by_swap(self, key, updater)
+
     def purge_expired(self) -> int:
         """Redis removes expired keys itself (the TTL), so there is never anything to purge."""
         return 0
@@ -232,6 +237,9 @@ class RedisStore:
         _, (*_, touch) = self._async()
         async with _amapped_errors("touch"):
             return bool(await touch(keys=[name], args=_touch_args(expires_at)))
+
+    async def aupdate(self, key: str, updater: Updater) -> int | None:
+        return await aupdate_by_swap(self, key, updater)
 
     async def apurge_expired(self) -> int:
         return 0

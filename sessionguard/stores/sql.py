@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from ..errors import ConfigurationError, StoreUnavailableError
-from .base import ABSENT, Record, validate_key
+from .base import ABSENT, Record, Updater, aupdate_by_swap, update_by_swap, validate_key
 
 try:
     import sqlalchemy as sa
@@ -180,6 +180,11 @@ class SQLStore:
         with self._begin("touch") as conn:
             return conn.execute(stmt).rowcount > 0
 
+    def update(self, key: str, updater: Updater) -> int | None:
+        # Compare-and-swap rather than SELECT ... FOR UPDATE: one code path for SQLite
+        # (which has no row locks) and PostgreSQL, and no lock held across round trips.
+        return update_by_swap(self, key, updater)
+
     def purge_expired(self) -> int:
         removed = 0
         while True:
@@ -226,6 +231,9 @@ class SQLStore:
         stmt = _touch(self.table, validate_key(key), expires_at, self._clock())
         async with self._abegin("touch") as conn:
             return (await conn.execute(stmt)).rowcount > 0
+
+    async def aupdate(self, key: str, updater: Updater) -> int | None:
+        return await aupdate_by_swap(self, key, updater)
 
     async def apurge_expired(self) -> int:
         removed = 0

@@ -29,7 +29,7 @@ from sessionguard.driver import run_async, run_sync
 from sessionguard.policy import CorruptionPolicy, ErrorResponse
 from sessionguard.session import Session
 from sessionguard.stores import FileStore, MemoryStore, Record, Store
-from sessionguard.stores.base import ABSENT
+from sessionguard.stores.base import ABSENT, Updater, Write
 from sessionguard.stores.redis import RedisStore
 from sessionguard.stores.sql import SQLStore
 
@@ -136,6 +136,11 @@ class StoreAPI:
         if self.mode == "sync":
             return self.store.touch(key, expires_at)
         return await self.store.atouch(key, expires_at)
+
+    async def update(self, key: str, updater: Updater) -> int | None:
+        if self.mode == "sync":
+            return self.store.update(key, updater)
+        return await self.store.aupdate(key, updater)
 
     async def purge_expired(self) -> int:
         if self.mode == "sync":
@@ -424,6 +429,59 @@ async def test_concurrent_compare_and_swap_writers_lose_no_item(
     expected_items = {f"{w}-{n}" for w in range(WRITERS) for n in range(ITEMS_PER_WRITER)}
     stored = json.loads(record.payload)
     assert sorted(stored) == sorted(expected_items)
+
+
+async def test_update_shows_the_live_record_and_stores_what_the_updater_returns(
+    api: StoreAPI, clock: FakeClock
+) -> None:
+    seen: list[Record | None] = []
+
+    def append(suffix: bytes) -> Updater:
+        def updater(record: Record | None) -> Write:
+            seen.append(record)
+            base = record.payload if record else b""
+            return Write(base + suffix, clock.now + 60)
+
+        return updater
+
+    first = await api.update(KEY, append(b"a"))
+    second = await api.update(KEY, append(b"b"))
+
+    assert seen[0] is None and seen[-1] is not None and seen[-1].version == first
+    assert second is not None and second != first
+    assert await api.load(KEY) == Record(b"ab", second, clock.now + 60)
+
+
+async def test_update_that_declines_writes_nothing(api: StoreAPI, clock: FakeClock) -> None:
+    version = await api.save(KEY, b"kept", expires_at=clock.now + 60)
+    assert version is not None
+
+    assert await api.update(KEY, lambda record: None) is None
+    assert await api.update(OTHER, lambda record: None) is None
+
+    assert await api.load(KEY) == Record(b"kept", version, clock.now + 60)
+    assert await api.load(OTHER) is None
+
+
+async def test_concurrent_updates_lose_no_item(api: StoreAPI, clock: FakeClock) -> None:
+    def add(item: str) -> Updater:
+        def updater(record: Record | None) -> Write:
+            items = json.loads(record.payload) if record else []
+            return Write(json.dumps([*items, item]).encode(), clock.now + 600)
+
+        return updater
+
+    async def writer(number: int) -> None:
+        for n in range(ITEMS_PER_WRITER):
+            assert await api.update(KEY, add(f"{number}-{n}")) is not None
+            await asyncio.sleep(0)
+
+    await api.run_concurrently(writer, WRITERS)
+
+    record = await api.load(KEY)
+    assert record is not None
+    expected = sorted(f"{w}-{n}" for w in range(WRITERS) for n in range(ITEMS_PER_WRITER))
+    assert sorted(json.loads(record.payload)) == expected
 
 
 # -- the session core on top of each store: merge and corruption policy -----------------

@@ -15,7 +15,7 @@ from sessionguard.driver import run_sync
 from sessionguard.errors import ConfigurationError, CorruptReason, StoreUnavailableError
 from sessionguard.policy import Action, CorruptionEvent, CorruptionPolicy, ErrorResponse
 from sessionguard.session import Session
-from sessionguard.stores.base import Record
+from sessionguard.stores.base import UPDATE_ATTEMPTS, Record, Updater, update_by_swap
 from sessionguard.stores.memory import MemoryStore
 
 SECRET = "unit-test-secret"
@@ -651,7 +651,7 @@ def test_old_id_is_gone_after_the_grace_window(
 
 
 class CasAlwaysMissesStore(CountingStore):
-    """Every conditional save loses, as if other writers always got there first."""
+    """A store without a lock (so `update` is the compare-and-swap loop) that always loses."""
 
     missing = False
 
@@ -663,6 +663,9 @@ class CasAlwaysMissesStore(CountingStore):
             return None
         return super().save(key, payload, expires_at=expires_at, expected_version=expected_version)
 
+    def update(self, key: str, updater: Updater) -> int | None:
+        return update_by_swap(self, key, updater)
+
 
 def test_conflict_that_never_resolves_answers_503_and_leaves_data_unchanged(
     core: SessionCore, clock: FakeClock
@@ -672,6 +675,7 @@ def test_conflict_that_never_resolves_answers_503_and_leaves_data_unchanged(
     key = key_of(core, cookie)
     before = store.load(key)
     store.missing = True
+    saves_before = store.calls["save"]
 
     session = open_session(core, store, cookie)
     session["cart"] = ["book"]
@@ -680,7 +684,8 @@ def test_conflict_that_never_resolves_answers_503_and_leaves_data_unchanged(
     assert isinstance(result, ErrorResponse)
     assert result.status == 503
     assert header(result, "retry-after") == "5"
-    assert store.calls["save"] == 1 + core.max_attempts
+    # The optimistic save, then every attempt of the store's compare-and-swap loop.
+    assert store.calls["save"] - saves_before == 1 + UPDATE_ATTEMPTS
     assert store.load(key) == before
 
 
