@@ -259,28 +259,16 @@ class SessionCore:
     def _update(self, session: Session, loaded: Loaded) -> Flow[str | None]:
         """Save this request's changes without losing a concurrent request's.
 
-        First an optimistic compare-and-swap against the version this request loaded (the
-        common, uncontended case: one write). If another request saved in between, the
-        store's atomic `update` re-reads the newest record and applies exactly this
-        request's set and deleted keys to it, following a regenerate pointer if the
-        session moved meanwhile.
+        One atomic `update` of the record: if it is still the version this request loaded
+        (the common case), the store writes this request's data as it is; if another
+        request saved in between, `_Merge` applies exactly this request's set and deleted
+        keys to the newest record instead. A regenerate pointer met on the way is followed.
         """
-        key, data = loaded.key, dict(session)
-        expected = loaded.version if self.merge else None
-        if data:
-            payload = self._payload(data, loaded.created_at)
-            expires_at = self._expiry(loaded.created_at)
-            done = (yield Save(key, payload, expires_at, expected)) is not None
-        else:
-            done = yield Delete(key, expected_version=expected)
-        if done:
-            return (
-                self.cookie.set_header(self.signer.sign(key))
-                if data
-                else self.cookie.clear_header()
-            )
+        if not self.merge:
+            return (yield from self._overwrite(session, loaded))
+        key = loaded.key
         for _ in range(self.max_attempts):  # bounds the pointers followed
-            merge = _Merge(self, session, loaded.created_at)
+            merge = _Merge(self, session, loaded)
             version = yield Update(key, merge)
             if version is not None:
                 if key != loaded.key:
@@ -296,6 +284,15 @@ class SessionCore:
             f"gave up saving session {key_hash(loaded.key)}: it was regenerated "
             f"{self.max_attempts} times while this request ran"
         )
+
+    def _overwrite(self, session: Session, loaded: Loaded) -> Flow[str | None]:
+        """`merge=False`: the last writer wins, as in most session libraries (a baseline)."""
+        if not session:
+            yield Delete(loaded.key)
+            return self.cookie.clear_header()
+        payload = self._payload(dict(session), loaded.created_at)
+        yield Save(loaded.key, payload, self._expiry(loaded.created_at), None)
+        return self.cookie.set_header(self.signer.sign(loaded.key))
 
     def _regenerate(self, session: Session, loaded: Loaded) -> Flow[str | None]:
         """Store the data under the new id, then turn the old id into a forward pointer.
@@ -381,15 +378,15 @@ def build_core(
 
 
 class _Merge:
-    """The `update` callback of a contended save: newest record + this request's changes.
+    """The `update` callback of a save: the newest record with this request's changes.
 
     Pure apart from remembering what it saw, since a store may call it more than once.
     """
 
-    def __init__(self, core: SessionCore, session: Session, created_at: float) -> None:
+    def __init__(self, core: SessionCore, session: Session, loaded: Loaded) -> None:
         self._core = core
         self._session = session
-        self._created_at = created_at  # stands in for that of an unreadable record
+        self._loaded = loaded
         self.moved_to: str | None = None
         self.is_empty = False
 
@@ -397,16 +394,22 @@ class _Merge:
         self.moved_to = None
         if record is None:
             return None
-        try:
-            envelope = decode(record.payload)
-        except CorruptSessionError as exc:
-            # The newest copy is unreadable; this request's changes start it over.
-            logger.warning("replacing corrupt session record during merge: %s", exc.reason)
-            envelope = Envelope({}, self._created_at)
-        if envelope.moved_to is not None:
-            self.moved_to = envelope.moved_to
-            return None
-        data = self._session.apply_changes(envelope.data)
+        if record.version == self._loaded.version:
+            # Unchanged since this request loaded it: nothing to merge, nothing to decode.
+            data, created_at = dict(self._session), self._loaded.created_at
+        else:
+            try:
+                envelope = decode(record.payload)
+            except CorruptSessionError as exc:
+                # The newest copy is unreadable; this request's changes start it over.
+                logger.warning("replacing corrupt session record during merge: %s", exc.reason)
+                envelope = Envelope({}, self._loaded.created_at)
+            if envelope.moved_to is not None:
+                self.moved_to = envelope.moved_to
+                return None
+            data = self._session.apply_changes(envelope.data)
+            created_at = envelope.created_at
         self.is_empty = not data
-        created_at = envelope.created_at
+        if self.is_empty:
+            return Write(None)  # an emptied session is deleted, as a new empty one is never stored
         return Write(self._core._payload(data, created_at), self._core._expiry(created_at))

@@ -61,10 +61,13 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """What an `update` callback wants stored in place of the record it was shown."""
+    """What an `update` callback wants in place of the record it was shown.
 
-    payload: bytes
-    expires_at: float
+    `payload=None` deletes the record (`update` then returns `ABSENT`).
+    """
+
+    payload: bytes | None
+    expires_at: float = 0.0
 
 
 #: Called with the live record (or `None`); returns what to store, or `None` to store nothing.
@@ -123,7 +126,8 @@ class SyncStore(Protocol):
         """Atomically replace the live record (or `None`) with what `updater` returns.
 
         Returns the new version, or `None` when `updater` returned `None` (nothing was
-        written). Raises `ConflictError` if concurrent writers kept winning.
+        written), or `ABSENT` when it deleted the record. Raises `ConflictError` if
+        concurrent writers kept winning.
         """
 
     def purge_expired(self) -> int:
@@ -253,6 +257,10 @@ def update_by_swap(store: SyncStore, key: str, updater: Updater) -> int | None:
         if write is None:
             return None
         expected = current.version if current is not None else ABSENT
+        if write.payload is None:
+            if current is None or store.delete(key, expected_version=expected):
+                return ABSENT
+            continue
         version = store.save(
             key, write.payload, expires_at=write.expires_at, expected_version=expected
         )
@@ -269,6 +277,10 @@ async def aupdate_by_swap(store: AsyncStore, key: str, updater: Updater) -> int 
         if write is None:
             return None
         expected = current.version if current is not None else ABSENT
+        if write.payload is None:
+            if current is None or await store.adelete(key, expected_version=expected):
+                return ABSENT
+            continue
         version = await store.asave(
             key, write.payload, expires_at=write.expires_at, expected_version=expected
         )

@@ -169,6 +169,10 @@ class FileStore(ThreadedStore):
             write = updater(self._read(path))
             if write is None:
                 return None
+            if write.payload is None:
+                with self._errors(f"delete {path!r}"), contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                return ABSENT
             self._write(parent, path, key, write.payload, write.expires_at)
         return _version_of(write.payload)
 

@@ -76,6 +76,9 @@ class MemoryStore(SyncBackedStore):
             write = updater(self._live(key))
             if write is None:
                 return None
+            if write.payload is None:
+                self._records.pop(key, None)
+                return ABSENT
             version = next(self._versions)
             self._records[key] = Record(bytes(write.payload), version, write.expires_at)
             return version

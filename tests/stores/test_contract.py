@@ -463,6 +463,18 @@ async def test_update_that_declines_writes_nothing(api: StoreAPI, clock: FakeClo
     assert await api.load(OTHER) is None
 
 
+async def test_update_returning_no_payload_deletes_the_record(
+    api: StoreAPI, clock: FakeClock
+) -> None:
+    await api.save(KEY, b"doomed", expires_at=clock.now + 60)
+
+    assert await api.update(KEY, lambda record: Write(None)) == ABSENT
+    assert await api.update(OTHER, lambda record: Write(None)) == ABSENT
+
+    assert await api.load(KEY) is None
+    assert await api.load(OTHER) is None
+
+
 async def test_concurrent_updates_lose_no_item(api: StoreAPI, clock: FakeClock) -> None:
     def add(item: str) -> Updater:
         def updater(record: Record | None) -> Write:

@@ -684,8 +684,8 @@ def test_conflict_that_never_resolves_answers_503_and_leaves_data_unchanged(
     assert isinstance(result, ErrorResponse)
     assert result.status == 503
     assert header(result, "retry-after") == "5"
-    # The optimistic save, then every attempt of the store's compare-and-swap loop.
-    assert store.calls["save"] - saves_before == 1 + UPDATE_ATTEMPTS
+    # Every attempt of the store's compare-and-swap loop, then the 503.
+    assert store.calls["save"] - saves_before == UPDATE_ATTEMPTS
     assert store.load(key) == before
 
 
@@ -713,6 +713,11 @@ class SaveUnavailableStore(CountingStore):
         if self.failing:
             raise StoreUnavailableError("disk full")
         return super().save(key, payload, expires_at=expires_at, expected_version=expected_version)
+
+    def update(self, key: str, updater: Updater) -> int | None:
+        if self.failing:
+            raise StoreUnavailableError("disk full")
+        return super().update(key, updater)
 
 
 def test_store_unavailable_on_save_answers_503_and_keeps_data(
