@@ -6,7 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit lint fmt bench clean
+BENCH_STAMP := $(VENV)/.bench-installed
+
+.PHONY: run test test-unit lint fmt bench bench-all clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +40,17 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## bench: the concurrent same-session benchmark against real servers on 127.0.0.1
-bench: $(STAMP)
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[all]" --group bench
+	touch $(BENCH_STAMP)
+
+## bench: sessionguard against its peers on real servers on 127.0.0.1; no server to install
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks
+
+## bench-all: the same plus the Redis and PostgreSQL subjects (starts those servers itself)
+bench-all: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks --all
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis sessions

@@ -25,7 +25,7 @@ from sessionguard.asgi import SessionMiddleware as ASGISessionMiddleware
 from sessionguard.stores.redis import RedisStore
 from sessionguard.stores.sql import SQLStore
 from sessionguard.wsgi import SessionMiddleware as WSGISessionMiddleware, get_session
-from tests.conftest import PostgresServer, RedisServer
+from tests.servers import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.integration
 
