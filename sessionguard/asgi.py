@@ -76,7 +76,9 @@ class SessionMiddleware:
             return
         cookie = b"; ".join(v for k, v in scope["headers"] if k == b"cookie").decode("latin-1")
         is_websocket = scope["type"] == "websocket"
-        opened = await run_async(self.core.open(cookie, read_only=is_websocket), self.store)
+        opened = await run_async(
+            self.core.open(cookie, read_only=is_websocket), self.store, self.core.events
+        )
         if isinstance(opened, ErrorResponse):
             if is_websocket:
                 code = _WS_TRY_AGAIN_LATER if opened.status == 503 else _WS_POLICY_VIOLATION
@@ -103,7 +105,7 @@ class _CommittingSend:
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             core, store = self._middleware.core, self._middleware.store
-            result = await run_async(core.commit(self._session), store)
+            result = await run_async(core.commit(self._session), store, core.events)
             if isinstance(result, ErrorResponse):
                 # The save failed, so the app's response would lie; answer 503 instead.
                 self._replaced = True

@@ -19,6 +19,7 @@ from typing import Any, TypedDict, TypeVar, Unpack
 from .codec import Envelope, Serializer, decode, encode
 from .cookie import CookieSettings, SameSite, Signer, read_cookie
 from .errors import ConfigurationError, ConflictError, CorruptSessionError, StoreUnavailableError
+from .events import Event, EventBus, EventKind, Hook
 from .policy import CorruptionEvent, CorruptionPolicy, ErrorResponse
 from .session import Loaded, Session
 from .stores.base import ABSENT, Record, Updater, Write
@@ -111,6 +112,7 @@ class SessionCore:
         merge: bool = True,
         max_attempts: int = 8,
         regenerate_grace: int = 30,
+        hooks: Sequence[Hook] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.signer = Signer(secret_key)
@@ -131,6 +133,7 @@ class SessionCore:
         self.merge = merge
         self.max_attempts = max_attempts
         self.regenerate_grace = regenerate_grace
+        self.events = EventBus(hooks)
         self.clock = clock
 
     # -- opening ------------------------------------------------------------------------
@@ -146,7 +149,7 @@ class SessionCore:
         try:
             return (yield from self._open(cookie_header, read_only))
         except StoreUnavailableError as exc:
-            logger.error("session store unavailable while loading: %s", exc)
+            self._log_unavailable("load", None, exc)
             return self.policy.unavailable_response(exc)
 
     def _open(self, cookie_header: str | None, read_only: bool) -> Flow[Session | ErrorResponse]:
@@ -156,10 +159,15 @@ class SessionCore:
         key = self.signer.unsign(value)
         if key is None:
             # Forged, garbled, oversized, or signed with a retired key: never looked up.
-            security_logger.info("session cookie rejected: bad format or signature")
+            security_logger.info(
+                "session cookie rejected: bad format or signature",
+                extra={"event": EventKind.REJECTED_COOKIE},
+            )
+            self._emit(EventKind.REJECTED_COOKIE)
             return self._fresh(read_only, stale_cookie=True)
         record: Record | None = yield Load(key)
         if record is None:
+            self._emit(EventKind.EXPIRED, key, "missing")  # idle-expired, purged or logged out
             return self._fresh(read_only, stale_cookie=True)
         try:
             envelope = decode(record.payload)
@@ -170,6 +178,7 @@ class SessionCore:
             # whoever holds the old one (session fixation), so this request starts fresh.
             return Session(read_only=read_only)
         if envelope.created_at + self.absolute_timeout <= self.clock():
+            self._emit(EventKind.EXPIRED, key, "absolute")
             yield Delete(key, expected_version=record.version)
             return self._fresh(read_only, stale_cookie=True)
         loaded = Loaded(key, record.version, envelope.created_at, record.expires_at)
@@ -185,8 +194,13 @@ class SessionCore:
     ) -> Flow[Session | ErrorResponse]:
         event = CorruptionEvent(exc.reason, key_hash(key), exc.detail)
         logger.warning(
-            "corrupt session record %s (%s): %s", event.key_hash, event.reason, event.detail
+            "corrupt session record %s (%s): %s",
+            event.key_hash,
+            event.reason,
+            event.detail,
+            extra={"event": EventKind.CORRUPT, "session": event.key_hash, "reason": event.reason},
         )
+        self._emit(EventKind.CORRUPT, key, str(exc.reason))
         action = self.policy.decide(event)
         if self.policy.quarantine_dir is not None:
             name = f"{event.key_hash}-{event.reason}-{int(self.clock())}.bin"
@@ -211,14 +225,34 @@ class SessionCore:
         try:
             return (yield from self._commit(session))
         except (StoreUnavailableError, ConflictError) as exc:
-            logger.error("session %s not saved: %s", key_hash(session.id), exc)
+            self._log_unavailable("save", session.id, exc)
             return self.policy.unavailable_response(exc)
+
+    def _emit(self, kind: EventKind, key: str | None = None, reason: str | None = None) -> None:
+        if self.events:
+            self.events.emit(Event(kind, key_hash(key) if key else None, reason))
+
+    def _log_unavailable(
+        self, action: str, key: str | None, exc: StoreUnavailableError | ConflictError
+    ) -> None:
+        kind = EventKind.CONFLICT if isinstance(exc, ConflictError) else EventKind.STORE_ERROR
+        session = key_hash(key) if key else None
+        logger.error(
+            "session %s failed (%s): %s",
+            action,
+            session or "-",
+            exc,
+            extra={"event": kind, "session": session, "reason": str(exc)},
+        )
+        self._emit(kind, key, str(exc))
 
     def _commit(self, session: Session) -> Flow[str | None]:
         loaded = session.loaded
         if session.invalidated and loaded is not None:
+            self._emit(EventKind.INVALIDATE, loaded.key)
             yield Delete(loaded.key)  # unconditional: logout wins over any concurrent save
         if session.regenerated and loaded is not None:
+            self._emit(EventKind.REGENERATE, loaded.key)
             return (yield from self._regenerate(session, loaded))
         if loaded is None or session.invalidated:
             return (yield from self._create(session))
@@ -270,6 +304,8 @@ class SessionCore:
         for _ in range(self.max_attempts):  # bounds the pointers followed
             merge = _Merge(self, session, loaded)
             version = yield Update(key, merge)
+            if merge.merged:
+                self._emit(EventKind.MERGE, key)
             if version is not None:
                 if key != loaded.key:
                     return None  # merged into the regenerated session; its cookie is already out
@@ -351,6 +387,7 @@ class SessionOptions(TypedDict, total=False):
     save_every_request: bool
     serializer: Serializer
     merge: bool
+    hooks: Sequence[Hook]
 
 
 def build_core(
@@ -374,6 +411,7 @@ def build_core(
         save_every_request=options.get("save_every_request", False),
         serializer=options.get("serializer", "msgpack"),
         merge=options.get("merge", True),
+        hooks=options.get("hooks", ()),
     )
 
 
@@ -389,9 +427,11 @@ class _Merge:
         self._loaded = loaded
         self.moved_to: str | None = None
         self.is_empty = False
+        self.merged = False  # a concurrent save was merged with
 
     def __call__(self, record: Record | None) -> Write | None:
         self.moved_to = None
+        self.merged = False
         if record is None:
             return None
         if record.version == self._loaded.version:
@@ -409,6 +449,7 @@ class _Merge:
                 return None
             data = self._session.apply_changes(envelope.data)
             created_at = envelope.created_at
+            self.merged = True
         self.is_empty = not data
         if self.is_empty:
             return Write(None)  # an emptied session is deleted, as a new empty one is never stored

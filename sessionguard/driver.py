@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any, TypeVar, cast
 
-from .core import Delete, Flow, Load, Op, Quarantine, Save, Touch, Update
+from .core import Delete, Flow, Load, Op, Quarantine, Save, Touch, Update, key_hash
 from .errors import ConflictError, StoreUnavailableError
+from .events import Event, EventBus, EventKind
 from .stores.base import AsyncStore, SyncStore
 
 __all__ = ["run_async", "run_sync"]
@@ -19,34 +21,58 @@ __all__ = ["run_async", "run_sync"]
 _T = TypeVar("_T")
 
 
-def run_sync(flow: Flow[_T], store: SyncStore) -> _T:
-    """Drive `flow` to completion with blocking store calls; return the flow's result."""
+def run_sync(flow: Flow[_T], store: SyncStore, events: EventBus | None = None) -> _T:
+    """Drive `flow` to completion with blocking store calls; return the flow's result.
+
+    With `events`, each store operation is reported with its duration.
+    """
     try:
         op = next(flow)
         while True:
+            started = time.perf_counter()
             try:
                 result = _perform(op, store)
             except (StoreUnavailableError, ConflictError) as exc:
                 op = flow.throw(exc)
             else:
+                if events:
+                    _report(events, op, started)
                 op = flow.send(result)
     except StopIteration as stop:
         return cast(_T, stop.value)
 
 
-async def run_async(flow: Flow[_T], store: AsyncStore) -> _T:
+async def run_async(flow: Flow[_T], store: AsyncStore, events: EventBus | None = None) -> _T:
     """Drive `flow` to completion with awaited store calls; return the flow's result."""
     try:
         op = next(flow)
         while True:
+            started = time.perf_counter()
             try:
                 result = await _aperform(op, store)
             except (StoreUnavailableError, ConflictError) as exc:
                 op = flow.throw(exc)
             else:
+                if events:
+                    _report(events, op, started)
                 op = flow.send(result)
     except StopIteration as stop:
         return cast(_T, stop.value)
+
+
+_KINDS: dict[type[Op], EventKind] = {
+    Load: EventKind.LOAD,
+    Save: EventKind.SAVE,
+    Update: EventKind.UPDATE,
+    Delete: EventKind.DELETE,
+    Quarantine: EventKind.DELETE,
+    Touch: EventKind.TOUCH,
+}
+
+
+def _report(events: EventBus, op: Op, started: float) -> None:
+    duration = time.perf_counter() - started
+    events.emit(Event(_KINDS[type(op)], key_hash(op.key), duration=duration))
 
 
 def _perform(op: Op, store: SyncStore) -> Any:

@@ -57,7 +57,7 @@ class SessionMiddleware:
         self.core = build_core(secret_key, **options)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        opened = run_sync(self.core.open(environ.get("HTTP_COOKIE")), self.store)
+        opened = run_sync(self.core.open(environ.get("HTTP_COOKIE")), self.store, self.core.events)
         if isinstance(opened, ErrorResponse):
             return _respond(start_response, opened)
         environ[ENVIRON_KEY] = opened
@@ -82,7 +82,8 @@ class _Response:
         if exc_info is not None:
             # The app is reporting an error after a first start_response: pass it on unsaved.
             return self._start_response(status, headers, exc_info)
-        result = run_sync(self._middleware.core.commit(self._session), self._middleware.store)
+        core, store = self._middleware.core, self._middleware.store
+        result = run_sync(core.commit(self._session), store, core.events)
         if isinstance(result, ErrorResponse):
             self.replacement = result
             self._start_response(_status_line(result), list(result.headers))
