@@ -111,12 +111,10 @@ class _CommittingSend:
                 self._replaced = True
                 await _send_response(self._send, result)
                 return
-            if result is not None:
+            if result:
                 message = dict(message)
-                message["headers"] = [
-                    *message.get("headers", ()),
-                    (b"set-cookie", result.encode("latin-1")),
-                ]
+                cookies = [(b"set-cookie", value.encode("latin-1")) for value in result]
+                message["headers"] = [*message.get("headers", ()), *cookies]
         elif self._replaced:
             return  # the app's body belongs to the response we replaced
         await self._send(message)

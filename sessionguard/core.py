@@ -20,6 +20,7 @@ from .codec import Envelope, Serializer, decode, encode
 from .cookie import CookieSettings, SameSite, Signer, read_cookie
 from .errors import ConfigurationError, ConflictError, CorruptSessionError, StoreUnavailableError
 from .events import Event, EventBus, EventKind, Hook
+from .legacy import LegacyCookie, LegacySource, legacy_key
 from .policy import CorruptionEvent, CorruptionPolicy, ErrorResponse
 from .session import Loaded, Session
 from .stores.base import ABSENT, Record, Updater, Write
@@ -27,6 +28,7 @@ from .stores.base import ABSENT, Record, Updater, Write
 __all__ = [
     "Delete",
     "Load",
+    "LoadLegacy",
     "Op",
     "Quarantine",
     "Save",
@@ -78,6 +80,14 @@ class Touch:
 
 
 @dataclass(frozen=True, slots=True)
+class LoadLegacy:
+    """Read a session of the backend being replaced (read-only); returns its data or `None`."""
+
+    source: LegacySource
+    legacy_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Quarantine:
     """Copy a corrupt record into `directory`, then delete it if it is still that record."""
 
@@ -87,7 +97,7 @@ class Quarantine:
     key: str
 
 
-Op = Load | Save | Delete | Touch | Update | Quarantine
+Op = Load | Save | Delete | Touch | Update | Quarantine | LoadLegacy
 Flow = Generator[Op, Any, _T]
 
 
@@ -113,6 +123,7 @@ class SessionCore:
         max_attempts: int = 8,
         regenerate_grace: int = 30,
         hooks: Sequence[Hook] = (),
+        legacy: LegacyCookie | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.signer = Signer(secret_key)
@@ -134,6 +145,7 @@ class SessionCore:
         self.max_attempts = max_attempts
         self.regenerate_grace = regenerate_grace
         self.events = EventBus(hooks)
+        self.legacy = legacy
         self.clock = clock
 
     # -- opening ------------------------------------------------------------------------
@@ -155,6 +167,10 @@ class SessionCore:
     def _open(self, cookie_header: str | None, read_only: bool) -> Flow[Session | ErrorResponse]:
         value = read_cookie(cookie_header, self.cookie.name)
         if value is None:
+            if self.legacy is not None:
+                legacy_id = self.legacy.parse(read_cookie(cookie_header, self.legacy.name))
+                if legacy_id is not None:
+                    return (yield from self._adopt(self.legacy, legacy_id, read_only))
             return Session(read_only=read_only)
         key = self.signer.unsign(value)
         if key is None:
@@ -183,6 +199,31 @@ class SessionCore:
             return self._fresh(read_only, stale_cookie=True)
         loaded = Loaded(key, record.version, envelope.created_at, record.expires_at)
         return Session(envelope.data, loaded=loaded, read_only=read_only)
+
+    def _adopt(
+        self, legacy: LegacyCookie, legacy_id: str, read_only: bool
+    ) -> Flow[Session | ErrorResponse]:
+        """A request with only the old backend's cookie: carry its data into a new session."""
+        key = legacy_key(legacy.name, legacy_id)
+        data: dict[str, Any] | None = None
+        record: Record | None = yield Load(key)
+        if record is not None:
+            try:
+                data = decode(record.payload).data
+            except CorruptSessionError as exc:
+                logger.warning("migrated session %s is corrupt: %s", key_hash(key), exc.reason)
+        if data is None and legacy.source is not None:
+            found = yield LoadLegacy(legacy.source, legacy_id)
+            data = dict(found) if found is not None else None
+        if read_only:  # a websocket cannot set cookies: show the data, adopt later over HTTP
+            return Session(data, read_only=True)
+        session = Session()
+        session.legacy_clear = legacy.clear_header()
+        if data:
+            session.update(data)
+            session.adopted_key = key if record is not None else None
+            self._emit(EventKind.ADOPT, key)
+        return session
 
     def _fresh(self, read_only: bool, *, stale_cookie: bool) -> Session:
         session = Session(read_only=read_only)
@@ -214,19 +255,24 @@ class SessionCore:
 
     # -- committing ---------------------------------------------------------------------
 
-    def commit(self, session: Session) -> Flow[str | None | ErrorResponse]:
-        """Flow: persist what the request changed; return the Set-Cookie value to send, if any.
+    def commit(self, session: Session) -> Flow[tuple[str, ...] | ErrorResponse]:
+        """Flow: persist what the request changed; return the Set-Cookie values to send.
 
         Returns an `ErrorResponse` (503) when the store is unavailable or concurrent
         writers kept winning; the stored data is then as it was.
         """
         if session.read_only:
-            return None
+            return ()
         try:
-            return (yield from self._commit(session))
+            cookie = yield from self._commit(session)
+            if session.adopted_key is not None:
+                # Saved under its new id: the migrated copy must not be adoptable twice.
+                yield Delete(session.adopted_key)
         except (StoreUnavailableError, ConflictError) as exc:
             self._log_unavailable("save", session.id, exc)
             return self.policy.unavailable_response(exc)
+        cookies = (cookie,) if cookie is not None else ()
+        return (*cookies, session.legacy_clear) if session.legacy_clear else cookies
 
     def _emit(self, kind: EventKind, key: str | None = None, reason: str | None = None) -> None:
         if self.events:
@@ -388,6 +434,7 @@ class SessionOptions(TypedDict, total=False):
     serializer: Serializer
     merge: bool
     hooks: Sequence[Hook]
+    legacy: LegacyCookie | None
 
 
 def build_core(
@@ -412,6 +459,7 @@ def build_core(
         serializer=options.get("serializer", "msgpack"),
         merge=options.get("merge", True),
         hooks=options.get("hooks", ()),
+        legacy=options.get("legacy"),
     )
 
 

@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any, TypeVar, cast
 
-from .core import Delete, Flow, Load, Op, Quarantine, Save, Touch, Update, key_hash
+from .core import Delete, Flow, Load, LoadLegacy, Op, Quarantine, Save, Touch, Update, key_hash
 from .errors import ConflictError, StoreUnavailableError
 from .events import Event, EventBus, EventKind
 from .stores.base import AsyncStore, SyncStore
@@ -71,6 +71,8 @@ _KINDS: dict[type[Op], EventKind] = {
 
 
 def _report(events: EventBus, op: Op, started: float) -> None:
+    if isinstance(op, LoadLegacy):
+        return  # not an operation of our store
     duration = time.perf_counter() - started
     events.emit(Event(_KINDS[type(op)], key_hash(op.key), duration=duration))
 
@@ -90,6 +92,8 @@ def _perform(op: Op, store: SyncStore) -> Any:
         case Quarantine():
             _write_quarantine(op)
             return store.delete(op.key, expected_version=op.record.version)
+        case LoadLegacy(source, legacy_id):
+            return source.load(legacy_id)
 
 
 async def _aperform(op: Op, store: AsyncStore) -> Any:
@@ -107,6 +111,8 @@ async def _aperform(op: Op, store: AsyncStore) -> Any:
         case Quarantine():
             await asyncio.to_thread(_write_quarantine, op)
             return await store.adelete(op.key, expected_version=op.record.version)
+        case LoadLegacy(source, legacy_id):
+            return await asyncio.to_thread(source.load, legacy_id)
 
 
 def _write_quarantine(op: Quarantine) -> None:

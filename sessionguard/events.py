@@ -34,6 +34,7 @@ class EventKind(enum.StrEnum):
     REGENERATE = "regenerate"
     INVALIDATE = "invalidate"
     REJECTED_COOKIE = "rejected_cookie"  # bad format or signature: never looked up
+    ADOPT = "adopt"  # a session of the replaced backend became a sessionguard session
 
 
 #: Store operations, for latency histograms.

@@ -88,8 +88,7 @@ class _Response:
             self.replacement = result
             self._start_response(_status_line(result), list(result.headers))
             return lambda data: None  # the app's body belongs to the response we replaced
-        if result is not None:
-            headers = [*headers, ("Set-Cookie", result)]
+        headers = [*headers, *(("Set-Cookie", value) for value in result)]
         return self._start_response(status, headers)
 
     def wrap(self, body: Iterable[bytes]) -> _Body:

@@ -28,6 +28,7 @@ LAYERS = {
     "stores": 3,
     "core": 3,
     "events": 1,
+    "legacy": 2,
     "metrics": 2,
     "prometheus": 3,
     "driver": 4,

@@ -93,9 +93,11 @@ def open_session(core: SessionCore, store: MemoryStore, cookie: str | None) -> S
 
 
 def commit(core: SessionCore, store: MemoryStore, session: Session) -> str | None:
+    """The one Set-Cookie value the commit sends, if any (these tests use no legacy cookie)."""
     result = run_sync(core.commit(session), store)
     assert not isinstance(result, ErrorResponse), result
-    return result
+    assert len(result) <= 1, result
+    return result[0] if result else None
 
 
 def cookie_of(set_cookie: str | None) -> str:
@@ -229,7 +231,7 @@ def test_read_only_session_is_never_written(core: SessionCore, store: CountingSt
     result = run_sync(core.open(cookie, read_only=True), store)
     assert isinstance(result, Session)
     assert result["user"] == 42
-    assert run_sync(core.commit(result), store) is None
+    assert run_sync(core.commit(result), store) == ()
     assert store.writes() == 0
 
 
@@ -514,7 +516,7 @@ def test_logout_wins_over_a_concurrent_modification(
     b["cart"] = ["book"]
     result = run_sync(core.commit(b), store)
 
-    assert result == core.cookie.clear_header()
+    assert result == (core.cookie.clear_header(),)
     assert store.load(key) is None
 
 
