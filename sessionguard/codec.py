@@ -129,7 +129,8 @@ def _parse(payload: bytes, *, as_json: bool) -> Envelope:
         and _is_timestamp(body[0])
         and (body[1] is None or isinstance(body[1], str))
         and isinstance(body[2], dict)
-        and all(isinstance(key, str) for key in body[2])
+        # map() keeps this loop in C: it runs on every request that has a session.
+        and set(map(type, body[2])) <= {str}
     ):
         return Envelope(data=body[2], created_at=float(body[0]), moved_to=body[1])
     raise CorruptSessionError(CorruptReason.UNDECODABLE, "payload is not a session record")
