@@ -5,8 +5,10 @@
 * `Server` starts that server on `127.0.0.1` at a free port, waits until it answers,
   measures its CPU time, and always kills its whole process group at the end. Its
   stdout and stderr go to a log file, so that exceptions can be counted afterwards.
-* `run_clients` runs one job per client *process* and starts them all at once, so the
-  load generator is not held back by the GIL of a single Python process.
+* `ClientPool` keeps one spawned *process* per client for the whole run and starts each
+  job on all of them at once, so the load generator is not held back by the GIL of a
+  single Python process, and no subject pays for starting Python eight times.
+* `warm_up` sends a few writes to every worker of a fresh server.
 * `latency_stats`, `count_exceptions` and `machine_info` turn what was seen into numbers.
 """
 
@@ -28,6 +30,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +42,7 @@ __all__ = [
     "ROOT",
     "DEFAULT_WORKERS",
     "ClientError",
+    "ClientPool",
     "LatencyStats",
     "RunParams",
     "Server",
@@ -52,13 +56,21 @@ __all__ = [
     "latency_stats",
     "machine_info",
     "remaining",
-    "run_clients",
+    "warm_up",
 ]
 
 #: The directory that holds the `benchmarks` package; servers run from here.
 ROOT = Path(__file__).resolve().parent.parent
 
 ServerKind = Literal["gunicorn-sync", "uvicorn"]
+#: Where a subject keeps its sessions; "file" subjects are compared with sessionguard's FileStore.
+Storage = Literal["file", "sqlite", "cookie", "redis", "postgres"]
+#: A server the runner starts for the subjects that need it (`--all`), and the variable
+#: that carries its URL into the subject's environment.
+SERVICE_URL_ENV: Mapping[str, str] = {
+    "redis": "BENCH_REDIS_URL",
+    "postgres": "BENCH_POSTGRES_URL",
+}
 
 #: Workers per server when `--workers` is not given. The machine this was tuned on has
 #: 2 cores: sync workers block on file I/O, so twice the cores keeps the CPU busy; an
@@ -93,6 +105,17 @@ class Subject:
     baseline: str | None = None
     #: Importable modules the subject needs; it is skipped when one is missing.
     requires: tuple[str, ...] = ()
+    #: sessionguard itself, or one of the session systems it is compared with.
+    family: Literal["sessionguard", "peer"] = "peer"
+    storage: Storage = "file"
+    #: Servers (keys of `SERVICE_URL_ENV`) the subject needs; their URLs arrive in `env`.
+    services: tuple[str, ...] = ()
+    #: In the default run (`make bench`); the others run under `--all` or when named by `-s`.
+    default: bool = True
+
+    @property
+    def is_sessionguard(self) -> bool:
+        return self.family == "sessionguard"
 
     def missing(self) -> list[str]:
         return [name for name in self.requires if importlib.util.find_spec(name) is None]
@@ -143,6 +166,7 @@ class Server:
         workers: int,
         store_dir: str | os.PathLike[str],
         log_path: str | os.PathLike[str],
+        env: Mapping[str, str] | None = None,
         ready_timeout: float = 30.0,
         stop_grace: float = 5.0,
     ) -> None:
@@ -150,6 +174,7 @@ class Server:
         self.workers = workers
         self.store_dir = os.fspath(store_dir)
         self.log_path = Path(log_path)
+        self.env = dict(env or {})
         self.ready_timeout = ready_timeout
         self.stop_grace = stop_grace
         self.port = free_port()
@@ -181,6 +206,7 @@ class Server:
         env = {
             **os.environ,
             **self.subject.env,
+            **self.env,
             "BENCH_STORE_DIR": self.store_dir,
             "PYTHONUNBUFFERED": "1",
         }
@@ -306,85 +332,184 @@ def first_traceback(log: str, limit: int = 4000) -> str | None:
 # -- client processes ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Failure:
-    index: int
-    text: str
+class ClientPool:
+    """Client processes, spawned once and reused by every run of every subject.
 
+    `run(target, jobs, deadline=...)` hands job *i* to process *i*, which calls
+    `target(job, ready)`: it prepares (connects, opens its session) and then calls
+    `ready()`, which returns once every process is prepared, so the timed part of all
+    clients starts together. `target` must be a module-level function: the processes are
+    spawned, not forked, and receive it by name. Spawning eight Python processes costs
+    seconds of CPU on two cores; a pool pays that once, not once per subject and scenario.
 
-def run_clients(
-    target: Callable[[_J, Callable[[], None]], _R],
-    jobs: Sequence[_J],
-    *,
-    deadline: float,
-) -> list[_R]:
-    """Run `target(job, ready)` for each job in its own process; return results in job order.
-
-    `target` must be a module-level function (the processes are spawned, not forked).
-    Each one prepares (connects, allocates) and then calls `ready()`, which returns when
-    every client is prepared, so the timed part of all clients starts together. Processes
-    still running at `deadline` (a `time.monotonic()` value) are killed and `ClientError`
-    is raised.
+    When a run fails or misses its deadline the processes are killed, and the next run
+    starts new ones. Leaving the context (or `close()`) stops them all.
     """
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(len(jobs) + 1)
-    results_queue: multiprocessing.Queue[tuple[int, _R] | _Failure] = context.Queue()
-    processes = [
-        context.Process(
-            target=_client_main,
-            args=(target, index, job, barrier, results_queue, deadline),
-            name=f"bench-client-{index}",
-            daemon=True,
-        )
-        for index, job in enumerate(jobs)
-    ]
-    try:
-        for process in processes:
-            process.start()
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._context = multiprocessing.get_context("spawn")
+        self._processes: list[multiprocessing.process.BaseProcess] = []
+        self._inboxes: list[multiprocessing.Queue[Any]] = []
+        self._outbox: multiprocessing.Queue[Any] | None = None
+        self._runs = 0
+
+    def run(
+        self,
+        target: Callable[[_J, Callable[[], None]], _R],
+        jobs: Sequence[_J],
+        *,
+        deadline: float,
+    ) -> list[_R]:
+        """Run the jobs, one per process; return their results in job order.
+
+        Raises `ClientError` when a client fails, or when the clients are not ready or not
+        finished by `deadline` (a `time.monotonic()` value).
+        """
+        if len(jobs) > self.size:
+            raise ValueError(f"{len(jobs)} jobs for a pool of {self.size} clients")
+        if not self._processes:
+            self._start()
+        self._runs += 1
+        run_id = self._runs
+        finished = False
         try:
-            barrier.wait(timeout=remaining(deadline))
-        except Exception as exc:
-            raise ClientError(f"client processes were not ready in time: {exc!r}") from exc
-        results: dict[int, _R] = {}
-        while len(results) < len(jobs):
-            try:
-                item = results_queue.get(timeout=remaining(deadline))
-            except queue.Empty:
-                raise ClientError(
-                    f"{len(jobs) - len(results)} of {len(jobs)} clients did not finish in time"
-                ) from None
-            if isinstance(item, _Failure):
-                raise ClientError(f"client {item.index} failed:\n{item.text}")
-            results[item[0]] = item[1]
-        return [results[index] for index in range(len(jobs))]
-    finally:
-        barrier.abort()  # releases anyone still waiting, if the run was cut short
+            for index, job in enumerate(jobs):
+                self._inboxes[index].put(("job", run_id, target, job, deadline))
+            self._collect(run_id, "ready", len(jobs), deadline, "were not ready in time")
+            for index in range(len(jobs)):
+                self._inboxes[index].put(("go", run_id))
+            results = self._collect(run_id, "done", len(jobs), deadline, "did not finish in time")
+            finished = True
+            return [results[index] for index in range(len(jobs))]
+        finally:
+            if not finished:
+                # Some client may still be sending: never let it overlap the next run.
+                self.close(kill=True)
+
+    def close(self, *, kill: bool = False) -> None:
+        """Stop every client process: ask politely unless `kill`, then kill what is left."""
+        processes, inboxes, outbox = self._processes, self._inboxes, self._outbox
+        self._processes, self._inboxes, self._outbox = [], [], None
+        if not kill:
+            for inbox in inboxes:
+                inbox.put(None)
         for process in processes:
-            process.join(timeout=2.0)
+            if not kill:
+                process.join(timeout=2.0)
             if process.is_alive():
                 process.kill()
-                process.join(timeout=2.0)
-        results_queue.close()
+            process.join(timeout=2.0)
+        for q in (*inboxes, *([outbox] if outbox is not None else [])):
+            q.cancel_join_thread()  # a dead reader must not block our exit
+            q.close()
+
+    def _start(self) -> None:
+        self._outbox = self._context.Queue()
+        for index in range(self.size):
+            inbox: multiprocessing.Queue[Any] = self._context.Queue()
+            process = self._context.Process(
+                target=_client_main,
+                args=(index, inbox, self._outbox),
+                name=f"bench-client-{index}",
+                daemon=True,
+            )
+            process.start()
+            self._inboxes.append(inbox)
+            self._processes.append(process)
+
+    def _collect(
+        self, run_id: int, kind: str, count: int, deadline: float, late: str
+    ) -> dict[int, Any]:
+        assert self._outbox is not None
+        found: dict[int, Any] = {}
+        while len(found) < count:
+            try:
+                tag, message_run, index, payload = self._outbox.get(timeout=remaining(deadline))
+            except queue.Empty:
+                raise ClientError(f"{count - len(found)} of {count} clients {late}") from None
+            if message_run != run_id:
+                continue  # left over from a run that was given up
+            if tag == "failed":
+                raise ClientError(f"client {index} failed:\n{payload}")
+            if tag != kind:
+                raise ClientError(f"client {index} sent {tag!r} while the pool waited for {kind!r}")
+            found[index] = payload
+        return found
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(kill=exc is not None)
 
 
 def _client_main(
-    target: Callable[[Any, Callable[[], None]], Any],
-    index: int,
-    job: Any,
-    barrier: Any,
-    results_queue: multiprocessing.Queue[Any],
-    deadline: float,
+    index: int, inbox: multiprocessing.Queue[Any], outbox: multiprocessing.Queue[Any]
 ) -> None:
-    def ready() -> None:
-        barrier.wait(timeout=remaining(deadline))
+    """One client process: run the jobs it is handed until it is handed `None`."""
+    while True:
+        message = inbox.get()
+        if message is None:
+            return
+        _, run_id, target, job, deadline = message
 
-    try:
-        result = target(job, ready)
-    except BaseException:
-        barrier.abort()
-        results_queue.put(_Failure(index, traceback.format_exc()))
-    else:
-        results_queue.put((index, result))
+        def ready(run_id: int = run_id, deadline: float = deadline) -> None:
+            outbox.put(("ready", run_id, index, None))
+            try:
+                go = inbox.get(timeout=remaining(deadline))
+            except queue.Empty:
+                raise ClientError("the other clients were not ready in time") from None
+            if go != ("go", run_id):
+                raise ClientError(f"expected the start of run {run_id}, got {go!r}")
+
+        try:
+            result = target(job, ready)
+        except BaseException:
+            outbox.put(("failed", run_id, index, traceback.format_exc()))
+        else:
+            outbox.put(("done", run_id, index, result))
+
+
+def warm_up(
+    base_url: str, cookie_name: str, workers: int, deadline: float, *, requests: int = 5
+) -> None:
+    """Send a few writes on a session of their own, from two threads per server worker.
+
+    A worker's first requests pay for imports, connection pools, thread pools and
+    directory creation; none of that belongs in a measurement.
+    """
+    timeout = min(30.0, max(remaining(deadline), 1.0))
+    with httpx.Client(base_url=base_url, timeout=timeout) as client:
+        response = client.post("/set/warm")
+    values = [
+        value.strip().strip('"')
+        for header in response.headers.get_list("set-cookie")
+        for key, sep, value in [header.split(";", 1)[0].partition("=")]
+        if sep and key.strip() == cookie_name
+    ]
+    if response.status_code != 200 or not values:
+        raise ServerError(
+            f"warm-up: POST /set/warm answered {response.status_code} without a "
+            f"{cookie_name!r} cookie; headers: {response.headers!r}"
+        )
+    cookie = f"{cookie_name}={values[-1]}"
+
+    def writer(thread: int) -> None:
+        with httpx.Client(base_url=base_url, timeout=timeout) as client:
+            for i in range(requests):
+                if time.monotonic() >= deadline:
+                    return
+                client.post(f"/set/warm-{thread}-{i}", headers={"cookie": cookie})
+                client.get("/keys", headers={"cookie": cookie})
+
+    with ThreadPoolExecutor(max_workers=2 * workers) as pool:
+        list(pool.map(writer, range(2 * workers)))
 
 
 # -- statistics --------------------------------------------------------------------------

@@ -1,14 +1,32 @@
-"""What a scenario is, and what one subject's run under it produced."""
+"""What a scenario is, what one subject's run under it produced, and helpers they share."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from ..harness import RunParams, Server, Subject
+from ..harness import ClientPool, RunParams, Server, Subject
+from ..section import Section
 
-__all__ = ["Result", "Scenario", "ScenarioError", "SubjectRun"]
+__all__ = [
+    "Result",
+    "Scenario",
+    "ScenarioError",
+    "SubjectRun",
+    "exceptions_cell",
+    "failures",
+    "first_line",
+    "median_index",
+    "median_of",
+    "merged_counts",
+    "rate_text",
+    "ratio_text",
+    "run_json",
+    "summed",
+]
 
 
 class Result(Protocol):
@@ -17,6 +35,10 @@ class Result(Protocol):
     @property
     def partial(self) -> str | None:
         """Why the numbers cover less than the planned load (time limit hit), or `None`."""
+
+    @property
+    def requests_per_s(self) -> float:
+        """Throughput, the number rounds are ranked by."""
 
 
 _R = TypeVar("_R", bound=Result)
@@ -28,35 +50,126 @@ class ScenarioError(RuntimeError):
 
 @dataclass(frozen=True)
 class SubjectRun(Generic[_R]):
-    """One subject under one scenario: its numbers, or why there are none."""
+    """One subject under one scenario: its numbers, or why there are none.
+
+    With `--rounds R` it stands for R runs: `result` is what the scenario's `combine`
+    made of them, `round_rates` each round's req/s, and the server log counts are sums.
+    """
 
     subject: Subject
     workers: int
     status: Literal["ok", "failed", "skipped"]
     result: _R | None = None
     error: str | None = None
-    #: Tracebacks, and lines logged at ERROR or CRITICAL, in the server's captured output.
+    #: Tracebacks, and lines logged at ERROR or CRITICAL, in the server's captured output
+    #: while this scenario ran (server start-up is counted with the first scenario).
     server_tracebacks: int = 0
     server_error_lines: int = 0
     first_traceback: str | None = None
     first_error_lines: tuple[str, ...] = ()
+    round_rates: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
 class Scenario(Generic[_R]):
-    """A traffic pattern.
+    """A traffic pattern against a started server.
 
-    `run(server, subject, params, deadline)` drives one started server and returns the
-    raw numbers. It must be done by `deadline` (a `time.monotonic()` value): stop sending
-    early enough to collect the clients' numbers, and say so in the result's `partial`.
-    `compare` relates the runs to each other (subject against its baseline) for the JSON
-    results and the table; `render` makes the Markdown table.
+    `run(server, subject, params, deadline, pool)` drives the server with the pool's
+    client processes and returns the raw numbers. It must be done by `deadline` (a
+    `time.monotonic()` value): stop sending early enough to collect the clients'
+    numbers, and say so in the result's `partial`. `combine` makes one result of
+    several rounds; `section` turns every subject's run into the report's `Section`.
     """
 
     name: str
     title: str
     #: How the load is generated, for the report (one sentence).
     client: str
-    run: Callable[[Server, Subject, RunParams, float], _R]
-    compare: Callable[[Sequence[SubjectRun[_R]]], Mapping[str, Mapping[str, object]]]
-    render: Callable[[Sequence[SubjectRun[_R]], RunParams], str]
+    run: Callable[[Server, Subject, RunParams, float, ClientPool], _R]
+    combine: Callable[[Sequence[_R]], _R]
+    section: Callable[[Sequence[SubjectRun[_R]], RunParams], Section]
+
+
+def median_index(values: Sequence[float]) -> int:
+    """The index of the median value (the lower one of an even count); NaN sorts first."""
+    order = sorted(range(len(values)), key=lambda i: (math.isfinite(values[i]), values[i]))
+    return order[(len(order) - 1) // 2]
+
+
+def ratio_text(ratio: float) -> str:
+    # Truncated, not rounded: 0.799 must not print as the 0.80 it fails to reach.
+    return f"{math.floor(ratio * 100) / 100:.2f}x" if math.isfinite(ratio) else "n/a"
+
+
+def rate_text(run: SubjectRun[Any]) -> str:
+    """req/s, with the spread over rounds when there was more than one."""
+    assert run.result is not None
+    text = f"{run.result.requests_per_s:.0f}"
+    if len(run.round_rates) > 1:
+        finite = [rate for rate in run.round_rates if math.isfinite(rate)]
+        if finite:
+            text += f" ({min(finite):.0f}-{max(finite):.0f})"
+    return text
+
+
+def exceptions_cell(run: SubjectRun[Any]) -> str:
+    text = str(run.server_tracebacks)
+    others = run.server_error_lines - run.server_tracebacks
+    return f"{text} (+{others} errors logged)" if others > 0 else text
+
+
+def first_line(text: str | None) -> str:
+    return text.strip().splitlines()[0] if text and text.strip() else ""
+
+
+def failures(runs: Sequence[SubjectRun[Any]]) -> list[str]:
+    """Markdown notes for the runs that failed or were skipped."""
+    return [
+        f"- **{run.subject.name} {run.status}**: {first_line(run.error)}"
+        for run in runs
+        if run.error
+    ]
+
+
+def run_json(run: SubjectRun[Any]) -> dict[str, Any]:
+    """One subject's run for `latest.json`: configuration, status, log counts, raw result."""
+    subject = run.subject
+    return {
+        "subject": subject.name,
+        "description": subject.description,
+        "family": subject.family,
+        "storage": subject.storage,
+        "server": subject.server,
+        "app": subject.app,
+        "workers": run.workers,
+        "settings": dict(subject.settings),
+        "baseline": subject.baseline,
+        "status": run.status,
+        "error": run.error,
+        "round_rates": list(run.round_rates),
+        "server_log": {
+            "tracebacks": run.server_tracebacks,
+            "error_lines": run.server_error_lines,
+            "first_traceback": run.first_traceback,
+            "first_error_lines": list(run.first_error_lines),
+        },
+        "result": dataclasses.asdict(run.result) if run.result is not None else None,
+    }
+
+
+def median_of(results: Sequence[_R]) -> _R:
+    """The result of the median round by throughput."""
+    return results[median_index([result.requests_per_s for result in results])]
+
+
+def summed(values: Sequence[int | None]) -> int | None:
+    """The sum over rounds, or `None` when the subject cannot count it (cookie sessions)."""
+    return None if any(value is None for value in values) else sum(v or 0 for v in values)
+
+
+def merged_counts(counts: Sequence[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for count in counts:
+        for key, value in count.items():
+            total[key] = total.get(key, 0) + value
+    return dict(sorted(total.items()))

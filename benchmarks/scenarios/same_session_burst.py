@@ -7,53 +7,60 @@ page firing parallel XHRs, or two tabs. A store without compare-and-swap and mer
 only the last writer's view of the session.
 
 Reported per subject: throughput, latency, non-2xx answers, re-issued session ids,
-lost updates and server exceptions. A subject with a `baseline` (merge=True against the
-same setup with merge=False) is also checked against the issue's target: no lost
-updates, at no less than 0.8x the baseline's throughput.
+lost updates and server exceptions. The section's targets: no lost updates and no
+re-issued ids for sessionguard; merge=True at no less than 0.8x the throughput of the
+same setup with merge=False; sessionguard's FileStore at least as fast as every
+file-based peer on the same server.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import http.client
 import math
 import time
-import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 
-from ..harness import (
-    LatencyStats,
-    RunParams,
-    Server,
-    Subject,
-    latency_stats,
-    remaining,
-    run_clients,
+from ..harness import ClientPool, LatencyStats, RunParams, Server, Subject, latency_stats, remaining
+from ..section import Bar, Section, Target
+from ._http import REQUEST_TIMEOUT, Connection, open_session
+from .base import (
+    Scenario,
+    ScenarioError,
+    SubjectRun,
+    exceptions_cell,
+    failures,
+    median_of,
+    merged_counts,
+    rate_text,
+    ratio_text,
+    run_json,
+    summed,
 )
-from .base import Scenario, ScenarioError, SubjectRun
 
 __all__ = ["SCENARIO", "BurstResult", "burst_client"]
 
 #: The issue's target: merge=True keeps at least this share of merge=False's throughput.
 TARGET_RATIO = 0.8
-#: Per-request timeout: far above any healthy latency, well below the run's time limit.
-REQUEST_TIMEOUT = 30.0
-#: Requests per warm-up thread; there are two threads per server worker.
-WARM_UP_REQUESTS = 5
 #: Clients stop sending this long (at most a quarter of the time left) before the run's
 #: hard deadline, leaving time to collect their numbers and read the session back.
 FINISH_RESERVE = 5.0
+PANEL = "same-session burst: req/s (higher is better)"
+LOST_PANEL = "same-session burst: lost updates, % (lower is better)"
+COOKIE_NOTE = (
+    "a cookie session (`starlette-cookie`) cannot merge concurrent writes: each response "
+    "carries the whole session as its request saw it, so the most recent Set-Cookie (the "
+    "one the final read uses) holds the seed and at most the last writer's key; it has no "
+    "session id to re-issue (n/a)"
+)
 
 
 @dataclass(frozen=True)
 class BurstJob:
     base_url: str
-    cookie: str  # the Cookie header every request carries
+    cookie: str  # the session cookie's value, carried by every request
     cookie_name: str
     client: int
     requests: int
@@ -69,6 +76,8 @@ class ClientResult:
     acknowledged: list[str]  # keys whose write was answered 2xx
     unacknowledged: list[str]  # keys answered otherwise, or not at all
     cookies: dict[str, int]  # values of the session cookie in Set-Cookie, and how often
+    #: The last Set-Cookie value this client received, and when (perf_counter).
+    last_cookie: tuple[float, str] | None
     unsent: int  # requests not sent because the job's deadline passed
     cpu_seconds: float
 
@@ -94,6 +103,9 @@ class BurstResult:
     lost_updates: int
     #: Writes answered non-2xx (or not at all) whose key is present anyway.
     unacknowledged_present: int
+    #: Which cookie the final read carried: the session's own, or (cookie sessions) the
+    #: most recent one any client received.
+    final_read_cookie: str
     #: CPU seconds used during the burst; client CPU over duration is the cores the
     #: load generator took from the server.
     client_cpu_s: float
@@ -107,22 +119,15 @@ class BurstResult:
 
 
 def burst_client(job: BurstJob, ready: Callable[[], None]) -> ClientResult:
-    """One client process: `job.requests` sequential writes of distinct keys, same cookie.
-
-    It speaks HTTP/1.1 with the standard library's `http.client` (one connection, kept
-    alive when the server allows it): on a 2-core machine every client millisecond is
-    taken from the server, and `httpx` costs about three times as much CPU per request.
-    """
+    """One client process: `job.requests` sequential writes of distinct keys, same cookie."""
     keys = [f"c{job.client}-{i}" for i in range(job.requests)]
-    url = urllib.parse.urlsplit(job.base_url)
-    timeout = min(REQUEST_TIMEOUT, max(remaining(job.deadline), 1.0))
-    connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=timeout)
-    headers = {"Cookie": job.cookie}
+    connection = Connection(job.base_url, job.cookie_name, max(remaining(job.deadline), 1.0))
     statuses: Counter[str] = Counter()
     cookies: Counter[str] = Counter()
     latencies: list[float] = []
     acknowledged: list[str] = []
     unacknowledged: list[str] = []
+    last_cookie: tuple[float, str] | None = None
     ready()
     cpu_start, started = time.process_time(), time.perf_counter()
     sent = 0
@@ -131,25 +136,16 @@ def burst_client(job: BurstJob, ready: Callable[[], None]) -> ClientResult:
             if time.monotonic() >= job.deadline:
                 break
             sent += 1
-            begin = time.perf_counter()
-            try:
-                # No body: http.client sends Content-Length: 0. After a response with
-                # Connection: close (gunicorn's sync workers) it reconnects by itself.
-                connection.request("POST", f"/set/{key}", headers=headers)
-                response = connection.getresponse()
-                response.read()
-            except (OSError, http.client.HTTPException) as exc:
-                statuses[f"error:{type(exc).__name__}"] += 1
+            answer = connection.request("POST", f"/set/{key}", job.cookie)
+            statuses[answer.status] += 1
+            if answer.status.startswith("error:"):
                 unacknowledged.append(key)
-                connection.close()
                 continue
-            latencies.append(time.perf_counter() - begin)
-            statuses[str(response.status)] += 1
-            (acknowledged if 200 <= response.status < 300 else unacknowledged).append(key)
-            for header in response.msg.get_all("Set-Cookie") or ():
-                value = _cookie_value(header, job.cookie_name)
-                if value is not None:
-                    cookies[value] += 1
+            latencies.append(answer.latency)
+            (acknowledged if answer.status.startswith("2") else unacknowledged).append(key)
+            cookies.update(answer.cookies)
+            if answer.cookies:
+                last_cookie = (answer.received, answer.cookies[-1])
     finally:
         connection.close()
     finished, cpu_end = time.perf_counter(), time.process_time()
@@ -161,41 +157,39 @@ def burst_client(job: BurstJob, ready: Callable[[], None]) -> ClientResult:
         acknowledged=acknowledged,
         unacknowledged=unacknowledged,
         cookies=dict(cookies),
+        last_cookie=last_cookie,
         unsent=job.requests - sent,
         cpu_seconds=cpu_end - cpu_start,
     )
 
 
-def _cookie_value(set_cookie: str, name: str) -> str | None:
-    """The value a Set-Cookie header gives cookie `name`, or `None` if it is another cookie."""
-    key, sep, value = set_cookie.split(";", 1)[0].partition("=")
-    return value.strip().strip('"') if sep and key.strip() == name else None
-
-
-def _cookie_values(response: httpx.Response, name: str) -> list[str]:
-    values = (_cookie_value(header, name) for header in response.headers.get_list("set-cookie"))
-    return [value for value in values if value is not None]
-
-
-def run(server: Server, subject: Subject, params: RunParams, deadline: float) -> BurstResult:
-    """Warm the workers up, create the session, burst, then read back the keys."""
+def run(
+    server: Server, subject: Subject, params: RunParams, deadline: float, pool: ClientPool
+) -> BurstResult:
+    """Create the session, burst, then read back the keys."""
     base_url = server.base_url
     timeout = min(REQUEST_TIMEOUT, max(remaining(deadline), 1.0))
-    _warm_up(base_url, subject, server.workers, deadline)
     with httpx.Client(base_url=base_url, timeout=timeout) as client:
-        cookie_value = _open_session(client, subject)
-    cookie = f"{subject.cookie_name}={cookie_value}"
+        cookie_value = open_session(client, subject)
     session_id = subject.session_id(cookie_value) if subject.session_id else cookie_value
     stop_sending = deadline - min(FINISH_RESERVE, remaining(deadline) / 4)
     jobs = [
-        BurstJob(base_url, cookie, subject.cookie_name, index, params.requests, stop_sending)
+        BurstJob(base_url, cookie_value, subject.cookie_name, index, params.requests, stop_sending)
         for index in range(params.clients)
     ]
     cpu_before = server.cpu_seconds()
-    clients = run_clients(burst_client, jobs, deadline=deadline)
+    clients = pool.run(burst_client, jobs, deadline=deadline)
     cpu_after = server.cpu_seconds()
+
+    final_cookie, final_read = cookie_value, "the session's cookie"
+    if subject.session_id is None:
+        # The cookie is the session: read what the most recent response handed out.
+        received = [result.last_cookie for result in clients if result.last_cookie]
+        if received:
+            final_cookie = max(received)[1]
+            final_read = "the most recent Set-Cookie"
     with httpx.Client(base_url=base_url, timeout=timeout) as client:
-        response = client.get("/keys", headers={"cookie": cookie})
+        response = client.get("/keys", headers={"cookie": f"{subject.cookie_name}={final_cookie}"})
     if response.status_code != 200:
         raise ScenarioError(f"final GET /keys answered {response.status_code}: {response.text!r}")
     try:
@@ -232,6 +226,7 @@ def run(server: Server, subject: Subject, params: RunParams, deadline: float) ->
         keys_present=len(present & (acknowledged | unacknowledged)),
         lost_updates=len(acknowledged - present),
         unacknowledged_present=len(unacknowledged & present),
+        final_read_cookie=final_read,
         client_cpu_s=sum(result.cpu_seconds for result in clients),
         server_cpu_s=(
             cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
@@ -239,180 +234,264 @@ def run(server: Server, subject: Subject, params: RunParams, deadline: float) ->
     )
 
 
-def _open_session(client: httpx.Client, subject: Subject) -> str:
-    response = client.post("/set/seed")
-    values = _cookie_values(response, subject.cookie_name)
-    if response.status_code != 200 or not values or not values[-1]:
-        raise ScenarioError(
-            f"POST /set/seed answered {response.status_code} without a "
-            f"{subject.cookie_name!r} cookie; headers: {response.headers!r}"
-        )
-    return values[-1]
+def combine(results: Sequence[BurstResult]) -> BurstResult:
+    """Several rounds as one: the median round's speed, every round's failures summed."""
+    median = median_of(results)
+    return replace(
+        median,
+        unsent=sum(r.unsent for r in results),
+        statuses=merged_counts([r.statuses for r in results]),
+        non_2xx=merged_counts([r.non_2xx for r in results]),
+        reissued_ids=summed([r.reissued_ids for r in results]),
+        keys_attempted=sum(r.keys_attempted for r in results),
+        keys_acknowledged=sum(r.keys_acknowledged for r in results),
+        keys_present=sum(r.keys_present for r in results),
+        lost_updates=sum(r.lost_updates for r in results),
+        unacknowledged_present=sum(r.unacknowledged_present for r in results),
+    )
 
 
-def _warm_up(base_url: str, subject: Subject, workers: int, deadline: float) -> None:
-    """Send a few writes on a separate session so that every worker has served requests.
-
-    A worker's first requests pay for imports, the store's thread pool and directory
-    creation; none of that belongs in the measurement.
-    """
-    timeout = min(REQUEST_TIMEOUT, max(remaining(deadline), 1.0))
-    with httpx.Client(base_url=base_url, timeout=timeout) as client:
-        cookie = f"{subject.cookie_name}={_open_session(client, subject)}"
-
-    def writer(thread: int) -> None:
-        with httpx.Client(base_url=base_url, timeout=timeout) as client:
-            for i in range(WARM_UP_REQUESTS):
-                if time.monotonic() >= deadline:
-                    return
-                client.post(f"/set/warm-{thread}-{i}", headers={"cookie": cookie})
-
-    with ThreadPoolExecutor(max_workers=2 * workers) as pool:
-        list(pool.map(writer, range(2 * workers)))
+# -- the section: table, targets, bars ----------------------------------------------------
 
 
-# -- comparing and rendering --------------------------------------------------------------
+def _measured(runs: Sequence[SubjectRun[BurstResult]]) -> dict[str, SubjectRun[BurstResult]]:
+    return {run_.subject.name: run_ for run_ in runs if run_.result is not None}
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """A merge=True subject against its merge=False baseline, and the issue's verdict."""
-
-    baseline: str
-    throughput_ratio: float
-    lost_updates: int
-    refused_writes: int
-    baseline_lost_updates: int
-    target_ratio: float = TARGET_RATIO
-
-    @property
-    def misses(self) -> list[str]:
-        """What keeps the target from being met; empty when it is met."""
-        misses = []
-        if not math.isfinite(self.throughput_ratio):
-            misses.append("no throughput ratio")
-        elif self.throughput_ratio < self.target_ratio:
-            misses.append(f"{_ratio(self.throughput_ratio)} < {self.target_ratio}x")
-        if self.lost_updates:
-            misses.append(f"{self.lost_updates} lost")
-        if self.refused_writes:
-            # Not lost silently, but the user's change is not saved either, and fast
-            # 503s would flatter the throughput ratio.
-            misses.append(f"{self.refused_writes} refused")
-        return misses
+def _baselines(runs: Sequence[SubjectRun[BurstResult]]) -> set[str]:
+    return {run_.subject.baseline for run_ in runs if run_.subject.baseline}
 
 
-def comparisons(runs: Sequence[SubjectRun[BurstResult]]) -> dict[str, Comparison]:
-    """For each subject whose baseline was measured in the same run: the comparison."""
-    measured = {run.subject.name: run.result for run in runs if run.result is not None}
-    found = {}
+def _rate_ratio(a: BurstResult, b: BurstResult) -> float:
+    return a.requests_per_s / b.requests_per_s if b.requests_per_s > 0 else math.nan
+
+
+def _targets(runs: Sequence[SubjectRun[BurstResult]]) -> list[Target]:
+    measured = _measured(runs)
+    baselines = _baselines(runs)
+    targets: list[Target] = []
+    # 1. sessionguard never loses an acknowledged write nor hands out another session.
     for run_ in runs:
-        result, baseline_name = run_.result, run_.subject.baseline
-        baseline = measured.get(baseline_name) if baseline_name else None
-        if result is None or baseline is None or baseline_name is None:
+        subject = run_.subject
+        if not subject.is_sessionguard or subject.name in baselines:
             continue
-        found[run_.subject.name] = Comparison(
-            baseline=baseline_name,
-            throughput_ratio=(
-                result.requests_per_s / baseline.requests_per_s
-                if baseline.requests_per_s > 0
-                else math.nan
-            ),
-            lost_updates=result.lost_updates,
-            refused_writes=sum(result.non_2xx.values()),
-            baseline_lost_updates=baseline.lost_updates,
-        )
-    return found
-
-
-def compare(runs: Sequence[SubjectRun[BurstResult]]) -> dict[str, dict[str, object]]:
-    """`comparisons` as JSON-ready dicts, with the verdict spelled out."""
-    return {
-        name: {**dataclasses.asdict(c), "target_met": not c.misses, "target_missed_by": c.misses}
-        for name, c in comparisons(runs).items()
-    }
-
-
-def render(runs: Sequence[SubjectRun[BurstResult]], params: RunParams) -> str:
-    found = comparisons(runs)
-    lines = [
-        f"### {SCENARIO.title}: {params.clients} clients x {params.requests} requests, one session",
-        "",
-        "| subject | server | req/s | p50 ms | p99 ms | non-2xx | re-issued ids "
-        "| lost updates | exceptions | req/s vs merge=False | target met |",
-        "|---|---|--:|--:|--:|---|--:|--:|--:|--:|---|",
-    ]
-    for run_ in runs:
-        server = f"{run_.subject.server} x{run_.workers}"
+        description = f"{subject.name}: zero lost updates and zero re-issued session ids"
         result = run_.result
         if result is None:
-            cells = [run_.status, "", "", "", "", "", _exceptions(run_), "", ""]
-            lines.append(f"| {run_.subject.name} | {server} | " + " | ".join(cells) + " |")
+            targets.append(Target(description, f"not measured ({run_.status})", False))
+            continue
+        refused = sum(result.non_2xx.values())
+        measured_text = (
+            f"{result.lost_updates} lost of {result.keys_acknowledged} acknowledged, "
+            f"{result.reissued_ids} re-issued"
+            + (f", {refused} writes refused (non-2xx, not lost)" if refused else "")
+        )
+        met = result.lost_updates == 0 and not result.reissued_ids
+        targets.append(Target(description, measured_text, met))
+    # 2. Merging costs little: merge=True at >= 0.8x the req/s of merge=False.
+    for run_ in runs:
+        subject = run_.subject
+        if subject.baseline is None or subject.name not in measured:
+            continue
+        description = (
+            f"{subject.name}: burst req/s >= {TARGET_RATIO}x of {subject.baseline} "
+            "(merge=False, last writer wins), with no lost or refused write"
+        )
+        if subject.baseline not in {r.subject.name for r in runs}:
+            continue  # the baseline was not selected: nothing to compare with
+        baseline = measured.get(subject.baseline)
+        if baseline is None or baseline.result is None:
+            targets.append(Target(description, "baseline not measured (its run failed)", False))
+            continue
+        result, base = measured[subject.name].result, baseline.result
+        assert result is not None
+        ratio = _rate_ratio(result, base)
+        refused = sum(result.non_2xx.values())
+        text = (
+            f"{ratio_text(ratio)} ({result.requests_per_s:.0f} vs {base.requests_per_s:.0f} "
+            f"req/s; {result.lost_updates} lost, {refused} refused; the baseline lost "
+            f"{base.lost_updates})"
+        )
+        met = math.isfinite(ratio) and ratio >= TARGET_RATIO and not result.lost_updates
+        targets.append(Target(description, text, met and not refused))
+    # 3. FileStore is at least as fast as every file-based peer on the same server.
+    for peer, ours, durable in _file_pairs(runs):
+        assert peer.result is not None and ours.result is not None
+        ratio = _rate_ratio(ours.result, peer.result)
+        text = (
+            f"{ratio_text(ratio)} ({ours.result.requests_per_s:.0f} vs "
+            f"{peer.result.requests_per_s:.0f} req/s; the peer lost "
+            f"{peer.result.lost_updates} of {peer.result.keys_acknowledged})"
+        )
+        if durable is not None and durable.result is not None:
+            text += (
+                f"; {durable.subject.name} (fsync): "
+                f"{ratio_text(_rate_ratio(durable.result, peer.result))}"
+            )
+        description = f"{ours.subject.name}: burst req/s >= {peer.subject.name}'s"
+        targets.append(Target(description, text, math.isfinite(ratio) and ratio >= 1.0))
+    return targets
+
+
+def _file_pairs(
+    runs: Sequence[SubjectRun[BurstResult]],
+) -> list[tuple[SubjectRun[BurstResult], SubjectRun[BurstResult], SubjectRun[BurstResult] | None]]:
+    """(file-based peer, sessionguard FileStore on its server without fsync, and with fsync)."""
+    measured = _measured(runs)
+    baselines = _baselines(runs)
+    ours = [
+        run_
+        for run_ in measured.values()
+        if run_.subject.is_sessionguard
+        and run_.subject.storage == "file"
+        and run_.subject.name not in baselines
+    ]
+    pairs = []
+    for peer in measured.values():
+        if peer.subject.is_sessionguard or peer.subject.storage != "file":
+            continue
+        same_server = [r for r in ours if r.subject.server == peer.subject.server]
+        plain = [r for r in same_server if not r.subject.settings.get("durable")]
+        durable = [r for r in same_server if r.subject.settings.get("durable")]
+        if plain:
+            pairs.append((peer, plain[0], durable[0] if durable else None))
+    return pairs
+
+
+def _table(runs: Sequence[SubjectRun[BurstResult]], params: RunParams) -> str:
+    measured = _measured(runs)
+    lines = [
+        f"{params.clients} clients x {params.requests} requests, all on one session, each "
+        f"setting a distinct key; then one read of the session. Clients: {SCENARIO.client}.",
+        "",
+        "| subject | server | store | req/s | p50 ms | p99 ms | non-2xx | re-issued ids "
+        "| lost updates | exceptions | vs merge=False |",
+        "|---|---|---|--:|--:|--:|---|--:|--:|--:|--:|",
+    ]
+    for run_ in runs:
+        subject = run_.subject
+        server = f"{subject.server} x{run_.workers}"
+        head = f"| {subject.name} | {server} | {subject.storage} | "
+        result = run_.result
+        if result is None:
+            cells = [run_.status, "", "", "", "", "", exceptions_cell(run_), ""]
+            lines.append(head + " | ".join(cells) + " |")
             continue
         non_2xx = ", ".join(f"{n}x {s}" for s, n in result.non_2xx.items()) or "0"
         if result.unsent:
             non_2xx += f" ({result.unsent} unsent)"
-        reissued = "n/a" if result.reissued_ids is None else str(result.reissued_ids)
-        comparison = found.get(run_.subject.name)
-        ratio = verdict = "-"
-        if comparison is not None:
-            ratio = _ratio(comparison.throughput_ratio)
-            verdict = "no: " + ", ".join(comparison.misses) if comparison.misses else "yes"
-        elif run_.subject.baseline is not None:
-            ratio = verdict = "n/a (baseline not run)"
+        vs = "-"
+        if subject.baseline is not None:
+            base = measured.get(subject.baseline)
+            vs = (
+                ratio_text(_rate_ratio(result, base.result))
+                if base is not None and base.result is not None
+                else "n/a (baseline not run)"
+            )
         cells = [
-            f"{result.requests_per_s:.0f}",
+            rate_text(run_),
             f"{result.latency.p50_ms:.1f}",
             f"{result.latency.p99_ms:.1f}",
             non_2xx,
-            reissued,
+            "n/a" if result.reissued_ids is None else str(result.reissued_ids),
             f"{result.lost_updates} / {result.keys_acknowledged}",
-            _exceptions(run_),
-            ratio,
-            verdict,
+            exceptions_cell(run_),
+            vs,
         ]
-        lines.append(f"| {run_.subject.name} | {server} | " + " | ".join(cells) + " |")
+        lines.append(head + " | ".join(cells) + " |")
+    pairs = _file_pairs(runs)
+    if pairs:
+        lines += [
+            "",
+            "sessionguard's FileStore against each file-based peer on the same server "
+            "(ratio of burst req/s; above 1.00x sessionguard is faster):",
+            "",
+            "| peer | peer req/s | peer lost updates | FileStore | ratio | with fsync | ratio |",
+            "|---|--:|--:|---|--:|---|--:|",
+        ]
+        for peer, ours, durable in pairs:
+            assert peer.result is not None and ours.result is not None
+            durable_cells = ["-", "-"]
+            if durable is not None and durable.result is not None:
+                durable_cells = [
+                    durable.subject.name,
+                    ratio_text(_rate_ratio(durable.result, peer.result)),
+                ]
+            lines.append(
+                f"| {peer.subject.name} | {peer.result.requests_per_s:.0f} "
+                f"| {peer.result.lost_updates} / {peer.result.keys_acknowledged} "
+                f"| {ours.subject.name} | {ratio_text(_rate_ratio(ours.result, peer.result))} "
+                f"| {' | '.join(durable_cells)} |"
+            )
     lines += [
         "",
+        "- *req/s*: responses over the burst's wall time (first request sent to last "
+        "response read, all clients); with `--rounds`, the median round and the range.",
         "- *lost updates*: acknowledged (2xx) writes whose key is missing from the final "
-        "`GET /keys`, out of all acknowledged writes.",
+        "`GET /keys`, out of all acknowledged writes. A refused (non-2xx) write is not "
+        "counted as lost: the client was told.",
         "- *re-issued ids*: Set-Cookie headers naming a different session id than the one "
-        "every request carried (a clearing cookie counts).",
-        "- *exceptions*: tracebacks in the server's captured stdout/stderr; in brackets, "
-        "lines logged at ERROR without one (such as a save given up with a 503).",
-        f"- *target met*: 0 lost updates, no refused (non-2xx) writes, and at least "
-        f"{TARGET_RATIO}x the req/s of the same setup with merge=False (last writer wins), "
-        "measured in this run.",
+        "every request carried (a clearing cookie counts): the user was logged out.",
+        "- *exceptions*: tracebacks in the server's captured stdout/stderr during this "
+        "scenario; in brackets, lines logged at ERROR without one (such as a save given "
+        "up with a 503).",
+        f"- *vs merge=False*: req/s over that of the same setup with merge=False (last "
+        f"writer wins), measured in this run; the target is {TARGET_RATIO}x.",
     ]
-    failed = [run_ for run_ in runs if run_.error]
-    for run_ in failed:
-        lines.append(f"- **{run_.subject.name} {run_.status}**: {_first_line(run_.error)}")
+    if any(run_.subject.session_id is None for run_ in runs):
+        lines.append(f"- {COOKIE_NOTE[0].upper()}{COOKIE_NOTE[1:]}.")
+    lines += failures(runs)
     return "\n".join(lines) + "\n"
 
 
-def _ratio(ratio: float) -> str:
-    # Truncated, not rounded: 0.799 must not print as the 0.80 it fails to reach.
-    return f"{math.floor(ratio * 100) / 100:.2f}x" if math.isfinite(ratio) else "n/a"
-
-
-def _exceptions(run: SubjectRun[BurstResult]) -> str:
-    text = str(run.server_tracebacks)
-    others = run.server_error_lines - run.server_tracebacks
-    return f"{text} (+{others} errors logged)" if others > 0 else text
-
-
-def _first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0] if text and text.strip() else ""
+def section(runs: Sequence[SubjectRun[BurstResult]], params: RunParams) -> Section:
+    baselines = {run_.subject.baseline for run_ in runs if run_.subject.baseline}
+    bars = [
+        Bar(
+            PANEL,
+            run_.subject.name,
+            run_.result.requests_per_s,
+            # merge=False baselines are drawn with the peers: nobody should deploy them.
+            run_.subject.is_sessionguard and run_.subject.name not in baselines,
+        )
+        for run_ in runs
+        if run_.result is not None and math.isfinite(run_.result.requests_per_s)
+    ]
+    bars += [
+        Bar(
+            LOST_PANEL,
+            run_.subject.name,
+            100 * run_.result.lost_updates / run_.result.keys_acknowledged,
+            run_.subject.is_sessionguard and run_.subject.name not in baselines,
+        )
+        for run_ in runs
+        if run_.result is not None and run_.result.keys_acknowledged
+    ]
+    data = {
+        "clients": params.clients,
+        "requests_per_client": params.requests,
+        "client": SCENARIO.client,
+        "runs": [run_json(run_) for run_ in runs],
+    }
+    return Section(
+        key=SCENARIO.name,
+        title=SCENARIO.title,
+        markdown=_table(runs, params),
+        data=data,
+        targets=tuple(_targets(runs)),
+        bars=tuple(bars),
+    )
 
 
 SCENARIO: Scenario[BurstResult] = Scenario(
     name="same-session-burst",
     title="Same-session burst",
     client=(
-        "one spawned process per client, each sending its requests one after another over "
-        "one http.client connection (kept alive where the server allows it)"
+        "one process per client (spawned once, reused for every subject), each sending its "
+        "requests one after another over one http.client connection (kept alive where the "
+        "server allows it)"
     ),
     run=run,
-    compare=compare,
-    render=render,
+    combine=combine,
+    section=section,
 )

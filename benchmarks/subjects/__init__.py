@@ -14,11 +14,32 @@ that lacks them (a peer not installed) can still list and skip the subject.
 from __future__ import annotations
 
 from ..harness import Subject
-from . import sessionguard_asgi, sessionguard_wsgi
+from . import (
+    beaker_file,
+    django_peer,
+    flask_session_peer,
+    naive_pickle,
+    sessionguard_asgi,
+    sessionguard_wsgi,
+    starlette_cookie,
+    starsessions_redis,
+)
 
 __all__ = ["all_subjects"]
 
 
 def all_subjects() -> list[Subject]:
-    """Every subject, in the order the tables show them (each baseline next to its subject)."""
-    return [*sessionguard_wsgi.SUBJECTS, *sessionguard_asgi.SUBJECTS]
+    """Every subject, in the order the tables show them (each baseline next to its subject).
+
+    Those with `default=False` run only under `--all` or when `-s` names them.
+    """
+    return [
+        *sessionguard_wsgi.SUBJECTS,
+        *sessionguard_asgi.SUBJECTS,
+        *starlette_cookie.SUBJECTS,
+        *starsessions_redis.SUBJECTS,
+        *flask_session_peer.SUBJECTS,
+        *beaker_file.SUBJECTS,
+        *django_peer.SUBJECTS,
+        *naive_pickle.SUBJECTS,
+    ]

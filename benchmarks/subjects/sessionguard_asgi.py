@@ -1,11 +1,10 @@
-"""sessionguard's ASGI middleware in a Starlette app, on uvicorn workers, FileStore."""
+"""sessionguard's ASGI middleware in a Starlette app, on uvicorn workers."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..harness import Subject
-from ._sessionguard import SECRET_KEY, configure_logging, env, file_store, session_id, setting
+from ._sessionguard import SECRET_KEY, configure_logging, setting, store, subject
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -14,7 +13,7 @@ __all__ = ["SUBJECTS", "create_app"]
 
 
 def create_app() -> Starlette:
-    """The app uvicorn serves: `SG_DURABLE` and `SG_MERGE` choose the configuration."""
+    """The app uvicorn serves: `SG_STORE` and `SG_MERGE` choose the configuration."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.requests import Request
@@ -36,7 +35,7 @@ def create_app() -> Starlette:
         return JSONResponse(sorted(request.session))
 
     session = Middleware(
-        SessionMiddleware, secret_key=SECRET_KEY, store=file_store(), merge=setting("SG_MERGE")
+        SessionMiddleware, secret_key=SECRET_KEY, store=store(), merge=setting("SG_MERGE")
     )
     routes = [
         Route("/health", health),
@@ -46,27 +45,11 @@ def create_app() -> Starlette:
     return Starlette(routes=routes, middleware=[session])
 
 
-def _subject(*, durable: bool, merge: bool) -> Subject:
-    store = "durable" if durable else "file"
-    return Subject(
-        name=f"sg-asgi-{store}-{'merge' if merge else 'lww'}",
-        description=(
-            f"sessionguard ASGI + Starlette, FileStore(durable={durable}), merge={merge}, "
-            "uvicorn workers"
-        ),
-        server="uvicorn",
-        app=f"{__name__}:create_app",
-        env=env(durable=durable, merge=merge),
-        settings={"store": "FileStore", "durable": durable, "merge": merge},
-        session_id=session_id,
-        baseline=None if not merge else f"sg-asgi-{store}-lww",
-        requires=("starlette", "uvicorn"),
-    )
-
-
 SUBJECTS = [
-    _subject(durable=False, merge=True),
-    _subject(durable=False, merge=False),
-    _subject(durable=True, merge=True),
-    _subject(durable=True, merge=False),
+    subject(adapter="asgi", module=__name__, store="file"),
+    subject(adapter="asgi", module=__name__, store="file", merge=False),
+    subject(adapter="asgi", module=__name__, store="durable"),
+    subject(adapter="asgi", module=__name__, store="durable", merge=False),
+    subject(adapter="asgi", module=__name__, store="sqlite"),
+    subject(adapter="asgi", module=__name__, store="redis"),
 ]

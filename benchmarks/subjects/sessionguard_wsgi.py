@@ -1,11 +1,10 @@
-"""sessionguard's WSGI middleware around a Flask app, on gunicorn sync workers, FileStore."""
+"""sessionguard's WSGI middleware around a Flask app, on gunicorn sync workers."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..harness import Subject
-from ._sessionguard import SECRET_KEY, configure_logging, env, file_store, session_id, setting
+from ._sessionguard import SECRET_KEY, configure_logging, setting, store, subject
 
 if TYPE_CHECKING:
     from flask import Response
@@ -17,7 +16,7 @@ __all__ = ["SUBJECTS", "create_app"]
 
 
 def create_app() -> SessionMiddleware:
-    """The app gunicorn serves: `SG_DURABLE` and `SG_MERGE` choose the configuration."""
+    """The app gunicorn serves: `SG_STORE` and `SG_MERGE` choose the configuration."""
     from flask import Flask, jsonify, request
 
     from sessionguard.wsgi import ENVIRON_KEY, SessionMiddleware
@@ -42,30 +41,13 @@ def create_app() -> SessionMiddleware:
     def keys() -> Response:
         return jsonify(sorted(current()))
 
-    return SessionMiddleware(app, SECRET_KEY, store=file_store(), merge=setting("SG_MERGE"))
-
-
-def _subject(*, durable: bool, merge: bool) -> Subject:
-    store = "durable" if durable else "file"
-    return Subject(
-        name=f"sg-wsgi-{store}-{'merge' if merge else 'lww'}",
-        description=(
-            f"sessionguard WSGI + Flask, FileStore(durable={durable}), merge={merge}, "
-            "gunicorn sync workers"
-        ),
-        server="gunicorn-sync",
-        app=f"{__name__}:create_app",
-        env=env(durable=durable, merge=merge),
-        settings={"store": "FileStore", "durable": durable, "merge": merge},
-        session_id=session_id,
-        baseline=None if not merge else f"sg-wsgi-{store}-lww",
-        requires=("flask", "gunicorn"),
-    )
+    return SessionMiddleware(app, SECRET_KEY, store=store(), merge=setting("SG_MERGE"))
 
 
 SUBJECTS = [
-    _subject(durable=False, merge=True),
-    _subject(durable=False, merge=False),
-    _subject(durable=True, merge=True),
-    _subject(durable=True, merge=False),
+    subject(adapter="wsgi", module=__name__, store="file"),
+    subject(adapter="wsgi", module=__name__, store="file", merge=False),
+    subject(adapter="wsgi", module=__name__, store="durable"),
+    subject(adapter="wsgi", module=__name__, store="durable", merge=False),
+    subject(adapter="wsgi", module=__name__, store="postgres"),
 ]
