@@ -34,10 +34,21 @@ LAYERS = {
     "driver": 4,
     "wsgi": 5,
     "asgi": 5,
+    # The readers of the stores people leave, and the migration that uses them.
+    "sources.base": 4,
+    "sources.django": 5,
+    "sources.pickled": 5,
+    "sources": 6,
+    "migrate": 6,
     "": 7,  # the package root re-exports everything
+    "cli": 8,  # the `sessionguard` command, on top of everything
+    "__main__": 9,
 }
 STORE_MAY_IMPORT = {"stores.base", "errors"}
 FRAMEWORKS = {"starlette", "fastapi", "flask", "werkzeug", "django", "quart", "aiohttp"}
+# Reading Django's sessions means checking their signatures with django.core.signing,
+# imported lazily when a Django reader is created (only `sessionguard migrate` does that).
+FRAMEWORK_READERS = {"sources.django": {"django"}}
 
 
 def module_name(path: Path) -> str:
@@ -83,7 +94,8 @@ def test_imports_only_go_down_the_layers(path: Path) -> None:
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: module_name(p) or "__init__")
 def test_no_framework_is_imported(path: Path) -> None:
     _, theirs = imports_of(path)
-    assert not theirs & FRAMEWORKS, f"{module_name(path)} imports a web framework"
+    allowed = FRAMEWORK_READERS.get(module_name(path), set())
+    assert not theirs & FRAMEWORKS - allowed, f"{module_name(path)} imports a web framework"
 
 
 def test_every_exported_name_exists() -> None:

@@ -10,6 +10,10 @@ is the store's business (a counter, a content hash); callers only compare them.
 hands the live record to `updater` and stores what it returns, atomically. Stores with a
 lock (FileStore's stripe lock, MemoryStore's mutex) hold it for just that step; stores
 without one run `update_by_swap`, a bounded compare-and-swap loop.
+
+`ScannableStore` is the operators' side (the `sessionguard` command): `scan()` walks every
+stored record, expired ones included, and `purge_expired_batches()` is `purge_expired`
+in bounded steps that report their progress. Every built-in store implements both.
 """
 
 from __future__ import annotations
@@ -19,24 +23,28 @@ import asyncio
 import contextvars
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from ..errors import ConfigurationError, ConflictError
+from ..errors import ConfigurationError, ConflictError, StoreUnavailableError
 
 __all__ = [
     "ABSENT",
     "AsyncStore",
+    "PurgeProgress",
     "Record",
+    "ScannableStore",
     "Store",
+    "StoredRecord",
     "SyncBackedStore",
     "SyncStore",
     "ThreadedStore",
     "Updater",
     "Write",
     "aupdate_by_swap",
+    "purge_in_one_go",
     "update_by_swap",
     "validate_key",
 ]
@@ -57,6 +65,34 @@ class Record:
     payload: bytes
     version: int
     expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """What `scan` yields: a record with its key, and whether it is past its deadline.
+
+    `load` never returns an expired record; `scan` does, so that operators can count them.
+    """
+
+    key: str
+    record: Record
+    expired: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeProgress:
+    """One step of `purge_expired_batches`.
+
+    `removed` counts the records this step removed. `done` and `total` measure the whole
+    run in units of the store's choosing (records, directories) for a progress bar;
+    `total` is an estimate taken at the start, so `done` may pass it. `errors` holds the
+    messages of records this step could not remove; the run goes on past them.
+    """
+
+    removed: int
+    done: int
+    total: int
+    errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +197,48 @@ class AsyncStore(Protocol):
 @runtime_checkable
 class Store(SyncStore, AsyncStore, Protocol):
     """A store usable under both adapters."""
+
+
+@runtime_checkable
+class ScannableStore(SyncStore, Protocol):
+    """What the `sessionguard` command needs beyond `SyncStore`: walking and purging in steps."""
+
+    def scan(self, *, batch_size: int = 500) -> Iterator[StoredRecord]:
+        """Yield every stored record with its key, expired ones included; change nothing.
+
+        Reads in batches of about `batch_size`, so memory stays bounded on any store size.
+        A record written, refreshed or deleted while the scan runs may be seen in either
+        state, or (if it was created after its batch was read) not at all. Raises
+        `StoreUnavailableError` when the store cannot be read.
+        """
+
+    def purge_expired_batches(self, batch_size: int = 1000) -> Iterator[PurgeProgress]:
+        """`purge_expired` in steps of at most about `batch_size` records.
+
+        Removes only records that are past their deadline *when they are removed*: a
+        record refreshed or rewritten after the purge found it is kept. A record that
+        cannot be removed is reported in `PurgeProgress.errors` and skipped; an outage of
+        the whole store raises `StoreUnavailableError`.
+        """
+
+
+def purge_in_one_go(store: ScannableStore) -> int:
+    """`purge_expired` on top of `purge_expired_batches`: the total removed.
+
+    Raises `StoreUnavailableError` after the run if some records could not be removed.
+    """
+    removed = 0
+    errors: list[str] = []
+    for step in store.purge_expired_batches():
+        removed += step.removed
+        errors.extend(step.errors)
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise StoreUnavailableError(
+            f"{removed} expired records were purged, but {len(errors)} could not be: "
+            f"{errors[0]}{more}"
+        )
+    return removed
 
 
 class SyncBackedStore(abc.ABC):

@@ -18,6 +18,8 @@ ab/cd/.<key>.tmp            the temp file of a write in progress for <key>
 * The record file holds exactly the payload. Its modification time *is* the record's
   expiry deadline (set on the temp file before the rename), so `touch` is a single
   atomic `os.utime` that never rewrites the body, and `purge_expired` needs only `stat`.
+  `touch` still takes the key's stripe lock: purge's "stat, still expired, unlink" must
+  not interleave with a refresh, or a session refreshed in that gap would be deleted.
 * The version used for compare-and-swap is a hash of the payload: equal bytes mean
   equal state, so it needs no header and cannot suffer from reused inode numbers.
 * Writers of one key serialise on that key's stripe lock (`flock`, released by the
@@ -39,7 +41,16 @@ import time
 from collections.abc import Callable, Iterator
 
 from ..errors import ConfigurationError, StoreUnavailableError
-from .base import ABSENT, Record, ThreadedStore, Updater, validate_key
+from .base import (
+    ABSENT,
+    PurgeProgress,
+    Record,
+    StoredRecord,
+    ThreadedStore,
+    Updater,
+    purge_in_one_go,
+    validate_key,
+)
 
 __all__ = ["DEFAULT_DIRECTORY", "FileStore"]
 
@@ -93,10 +104,26 @@ class FileStore(ThreadedStore):
         return parent, os.path.join(parent, key), digest[2] % self._stripes
 
     @contextlib.contextmanager
-    def _stripe_lock(self, stripe: int) -> Iterator[None]:
+    def _stripe_lock(self, stripe: int, *, create: bool = True) -> Iterator[None]:
+        """Hold a stripe lock. `create=False` (readers that must change nothing) does not
+        create a missing lock file: no one can be holding a lock that does not exist."""
         path = os.path.join(self.directory, _LOCK_DIR, f"{stripe:02x}")
+        fd: int | None = None
         with self._errors(f"lock {path!r}"):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
+            except FileNotFoundError:
+                if create:
+                    raise
+            except PermissionError:
+                if create:
+                    raise
+                # An operator with read access only. (Read-write is tried first because
+                # NFS emulates flock with write locks, which need a writable descriptor.)
+                fd = os.open(path, os.O_RDONLY)
+        if fd is None:
+            yield
+            return
         try:
             with self._errors(f"lock {path!r}"):
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -127,6 +154,13 @@ class FileStore(ThreadedStore):
     # -- reading -----------------------------------------------------------------------
 
     def _read(self, path: str) -> Record | None:
+        record = self._read_any(path)
+        if record is None or record.expires_at <= self._clock():
+            return None
+        return record
+
+    def _read_any(self, path: str) -> Record | None:
+        """The record at `path`, expired or not; `None` if there is no file."""
         with self._errors(f"read {path!r}"):
             try:
                 fd = os.open(path, os.O_RDONLY)
@@ -139,8 +173,6 @@ class FileStore(ThreadedStore):
                     chunks.append(chunk)
             finally:
                 os.close(fd)
-        if expires_at <= self._clock():
-            return None
         payload = b"".join(chunks)
         return Record(payload, _version_of(payload), expires_at)
 
@@ -227,9 +259,11 @@ class FileStore(ThreadedStore):
         return not expired
 
     def touch(self, key: str, expires_at: float) -> bool:
-        # No lock: utime is atomic, and a concurrent rename brings its own fresh deadline.
-        _, path, _ = self._locate(key)
-        with self._errors(f"touch {path!r}"):
+        # utime alone is atomic, but "still live? then move the deadline" is two steps, and
+        # purge's "still expired? then unlink" is two more: without the lock a refresh
+        # landing between purge's check and its unlink would be deleted after succeeding.
+        _, path, stripe = self._locate(key)
+        with self._stripe_lock(stripe), self._errors(f"touch {path!r}"):
             try:
                 if os.stat(path).st_mtime <= self._clock():
                     return False
@@ -241,27 +275,94 @@ class FileStore(ThreadedStore):
     # -- maintenance -------------------------------------------------------------------
 
     def purge_expired(self) -> int:
-        """Remove expired records, and temp files orphaned by killed writers."""
-        removed = 0
-        for parent in self._fan_out_dirs():
-            with self._errors(f"list {parent!r}"):
+        """Remove expired records, and temp files orphaned by killed writers.
+
+        A file that cannot be removed does not stop the run; `StoreUnavailableError` is
+        raised at the end, naming it.
+        """
+        return purge_in_one_go(self)
+
+    def purge_expired_batches(self, batch_size: int = 1000) -> Iterator[PurgeProgress]:
+        """`purge_expired` in steps: one per fan-out directory, or per `batch_size` files.
+
+        Progress is measured in fan-out directories (`total` is how many there are).
+        """
+        parents = list(self._fan_out_dirs())
+        for done, parent in enumerate(parents, 1):
+            removed, examined, errors = 0, 0, []
+            try:
+                names = self._list(parent)
+            except StoreUnavailableError as exc:
+                names, errors = [], [str(exc)]
+            for name in names:
                 try:
-                    entries = [entry.name for entry in os.scandir(parent) if entry.is_file()]
-                except (FileNotFoundError, NotADirectoryError):
+                    removed += self._purge_one(parent, name)
+                except StoreUnavailableError as exc:
+                    errors.append(str(exc))
+                examined += 1
+                if examined % batch_size == 0 and examined < len(names):
+                    yield PurgeProgress(removed, done - 1, len(parents), tuple(errors))
+                    removed, errors = 0, []
+            yield PurgeProgress(removed, done, len(parents), tuple(errors))
+
+    def scan(self, *, batch_size: int = 500) -> Iterator[StoredRecord]:
+        """Every record file, expired ones too, read without locks (as `load` reads).
+
+        Temp files and files that are not records are skipped; `leftover_temp_files`
+        reports the former. `batch_size` is unused: files are read one at a time.
+        """
+        for parent in self._fan_out_dirs():
+            for name in self._list(parent):
+                if name.startswith(".") or self._owner(parent, name) is None:
                     continue
-            for name in entries:
-                removed += self._purge_one(parent, name)
-        return removed
+                record = self._read_any(os.path.join(parent, name))
+                if record is not None:  # None: removed since the listing
+                    yield StoredRecord(name, record, record.expires_at <= self._clock())
+
+    def leftover_temp_files(self) -> list[str]:
+        """Keys whose temp file a killed writer left behind; changes nothing.
+
+        Each temp file is checked under its key's stripe lock (never creating a lock
+        file), so one whose write is in progress right now is not reported.
+        `purge_expired` removes the leftovers.
+        """
+        keys = []
+        for parent in self._fan_out_dirs():
+            for name in self._list(parent):
+                if not (name.startswith(".") and name.endswith(_TMP_SUFFIX)):
+                    continue
+                key = name[1 : -len(_TMP_SUFFIX)]
+                owner = self._owner(parent, key)
+                if owner is None:
+                    continue
+                with self._stripe_lock(owner, create=False):
+                    if os.path.exists(os.path.join(parent, name)):
+                        keys.append(key)
+        return keys
+
+    def _list(self, parent: str) -> list[str]:
+        with self._errors(f"list {parent!r}"):
+            try:
+                return [entry.name for entry in os.scandir(parent) if entry.is_file()]
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+
+    def _owner(self, listed_in: str, key: str) -> int | None:
+        """The stripe of `key` if a file of that key in `listed_in` is ours, else `None`."""
+        try:
+            parent, _, stripe = self._locate(key)
+        except ValueError:
+            return None  # not ours: leave unknown files alone
+        # A valid name in a directory it does not hash to is not ours either.
+        return stripe if parent == listed_in else None
 
     def _purge_one(self, listed_in: str, name: str) -> int:
         is_temp = name.startswith(".") and name.endswith(_TMP_SUFFIX)
         key = name[1 : -len(_TMP_SUFFIX)] if is_temp else name
-        try:
-            parent, path, stripe = self._locate(key)
-        except ValueError:
-            return 0  # not ours: leave unknown files alone
-        if parent != listed_in:
-            return 0  # a valid name in a directory it does not hash to is not ours either
+        stripe = self._owner(listed_in, key)
+        if stripe is None:
+            return 0
+        parent, path = listed_in, os.path.join(listed_in, key)
         # Under the key's lock no write is in progress, so its temp file is an orphan,
         # and a record refreshed or rewritten since the directory listing is seen as live.
         with self._stripe_lock(stripe):

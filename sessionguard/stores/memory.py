@@ -5,9 +5,17 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from .base import ABSENT, Record, SyncBackedStore, Updater, validate_key
+from .base import (
+    ABSENT,
+    PurgeProgress,
+    Record,
+    StoredRecord,
+    SyncBackedStore,
+    Updater,
+    validate_key,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -84,9 +92,27 @@ class MemoryStore(SyncBackedStore):
             return version
 
     def purge_expired(self) -> int:
+        return sum(step.removed for step in self.purge_expired_batches())
+
+    def purge_expired_batches(self, batch_size: int = 1000) -> Iterator[PurgeProgress]:
         with self._lock:
-            now = self._clock()
-            expired = [key for key, rec in self._records.items() if rec.expires_at <= now]
-            for key in expired:
-                del self._records[key]
-            return len(expired)
+            candidates = [
+                key for key, rec in self._records.items() if rec.expires_at <= self._clock()
+            ]
+        for start in range(0, len(candidates), batch_size):
+            removed = 0
+            with self._lock:
+                for key in candidates[start : start + batch_size]:
+                    # Checked again under the lock: it may have been refreshed since.
+                    record = self._records.get(key)
+                    if record is not None and record.expires_at <= self._clock():
+                        del self._records[key]
+                        removed += 1
+            done = min(start + batch_size, len(candidates))
+            yield PurgeProgress(removed, done, len(candidates))
+
+    def scan(self, *, batch_size: int = 500) -> Iterator[StoredRecord]:
+        with self._lock:
+            snapshot = list(self._records.items())
+        for key, record in snapshot:
+            yield StoredRecord(key, record, record.expires_at <= self._clock())

@@ -17,7 +17,15 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, StoreUnavailableError
-from .base import Record, Updater, aupdate_by_swap, update_by_swap, validate_key
+from .base import (
+    PurgeProgress,
+    Record,
+    StoredRecord,
+    Updater,
+    aupdate_by_swap,
+    update_by_swap,
+    validate_key,
+)
 
 try:
     import redis
@@ -201,6 +209,34 @@ class RedisStore:
         """Redis removes expired keys itself (the TTL), so there is never anything to purge."""
         return 0
 
+    def purge_expired_batches(self, batch_size: int = 1000) -> Iterator[PurgeProgress]:
+        """Nothing to do: Redis removes expired keys itself."""
+        return iter(())
+
+    def scan(self, *, batch_size: int = 500) -> Iterator[StoredRecord]:
+        """Every session key under this store's prefix, found with `SCAN` (never `KEYS`).
+
+        `expired` is always `False`: Redis deletes a key when its deadline passes. Keys
+        under the prefix that are not sessionguard hashes (another program's) are skipped.
+        Like `SCAN` itself, a key may be yielded twice if Redis resizes its table meanwhile
+        (remembering every key to hide that would make memory grow with the store).
+        """
+        client, _ = self._sync()
+        pattern = _glob_escape(self.prefix) + "*"
+        cursor: int | None = None
+        while cursor != 0:
+            with _mapped_errors("scan"):
+                cursor, names = client.scan(cursor or 0, match=pattern, count=batch_size)
+                pipe = client.pipeline(transaction=False)
+                for name in names:
+                    pipe.hmget(name, "p", "v", "e")
+                replies = pipe.execute(raise_on_error=False)
+            for name, reply in zip(names, replies, strict=True):
+                raw = name if isinstance(name, bytes) else name.encode()
+                found = _scanned(raw[len(self.prefix.encode()) :], reply)
+                if found is not None:
+                    yield found
+
     def close(self) -> None:
         if self._client is not None and self._owns_client:
             self._client.close()
@@ -277,6 +313,21 @@ def _record(reply: Any) -> Record | None:
 
 def _version(reply: Any) -> int | None:
     return int(reply) or None
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+def _scanned(name: bytes, reply: Any) -> StoredRecord | None:
+    if isinstance(reply, Exception) or not isinstance(reply, list) or None in reply:
+        return None  # not a session hash (or deleted since SCAN listed it)
+    try:
+        key = validate_key(name.decode("ascii"))
+        payload, version, deadline = reply
+        return StoredRecord(key, Record(bytes(payload), int(version), float(deadline)), False)
+    except ValueError:  # UnicodeDecodeError included
+        return None
 
 
 def _error(action: str, exc: redis.RedisError) -> StoreUnavailableError:

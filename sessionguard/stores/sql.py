@@ -24,7 +24,16 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from ..errors import ConfigurationError, StoreUnavailableError
-from .base import ABSENT, Record, Updater, aupdate_by_swap, update_by_swap, validate_key
+from .base import (
+    ABSENT,
+    PurgeProgress,
+    Record,
+    StoredRecord,
+    Updater,
+    aupdate_by_swap,
+    update_by_swap,
+    validate_key,
+)
 
 try:
     import sqlalchemy as sa
@@ -186,13 +195,40 @@ class SQLStore:
         return update_by_swap(self, key, updater)
 
     def purge_expired(self) -> int:
-        removed = 0
+        return sum(step.removed for step in self.purge_expired_batches())
+
+    def purge_expired_batches(self, batch_size: int = _PURGE_BATCH) -> Iterator[PurgeProgress]:
+        """Delete expired rows, `batch_size` per transaction; progress counts rows."""
+        c = self.table.c
+        with self._begin("count expired sessions") as conn:
+            count = sa.select(sa.func.count()).where(c.expires_at <= self._clock())
+            total = int(conn.execute(count).scalar_one())
+        done = 0
         while True:
             with self._begin("purge expired sessions") as conn:
-                batch = conn.execute(_purge_batch(self.table, self._clock())).rowcount
-            removed += batch
-            if batch < _PURGE_BATCH:
-                return removed
+                stmt = _purge_batch(self.table, self._clock(), batch_size)
+                batch = conn.execute(stmt).rowcount
+            done += batch
+            yield PurgeProgress(batch, done, total)
+            if batch < batch_size:
+                return
+
+    def scan(self, *, batch_size: int = 500) -> Iterator[StoredRecord]:
+        """Every row, expired ones too, `batch_size` rows per query in primary key order.
+
+        Keyset pagination (`WHERE id > last`), so each query is an index range scan and
+        no transaction or cursor stays open between batches.
+        """
+        after: str | None = None
+        while True:
+            with self._begin("scan sessions") as conn:
+                rows = conn.execute(_scan_batch(self.table, after, batch_size)).all()
+            for row in rows:
+                record = Record(bytes(row.data), int(row.version), float(row.expires_at))
+                yield StoredRecord(row.id, record, record.expires_at <= self._clock())
+            if len(rows) < batch_size:
+                return
+            after = rows[-1].id
 
     def close(self) -> None:
         if self._engine is not None and self._owns_engine:
@@ -312,10 +348,20 @@ def _touch(table: sa.Table, key: str, expires_at: float, now: float) -> sa.Updat
     return sa.update(table).where(c.id == key, c.expires_at > now).values(expires_at=expires_at)
 
 
-def _purge_batch(table: sa.Table, now: float) -> sa.Delete:
+def _purge_batch(table: sa.Table, now: float, limit: int = _PURGE_BATCH) -> sa.Delete:
     c = table.c
-    expired = sa.select(c.id).where(c.expires_at <= now).limit(_PURGE_BATCH)
-    return sa.delete(table).where(c.id.in_(expired.scalar_subquery()))
+    expired = sa.select(c.id).where(c.expires_at <= now).limit(limit)
+    # The deadline is checked again on the row being deleted, not only in the subquery:
+    # a row refreshed by a transaction that commits while this DELETE waits for its lock
+    # is re-evaluated (PostgreSQL's EvalPlanQual) against these conditions, and `id IN`
+    # alone would still match it and delete a session that was just refreshed.
+    return sa.delete(table).where(c.id.in_(expired.scalar_subquery()), c.expires_at <= now)
+
+
+def _scan_batch(table: sa.Table, after: str | None, limit: int) -> sa.Select[Any]:
+    c = table.c
+    stmt = sa.select(c.id, c.data, c.version, c.expires_at).order_by(c.id).limit(limit)
+    return stmt if after is None else stmt.where(c.id > after)
 
 
 def _record(row: Any) -> Record | None:

@@ -1,0 +1,504 @@
+"""The `sessionguard` command: look into a session store, clean it up, migrate into it.
+
+```
+sessionguard scan TARGET [--json]
+sessionguard purge TARGET [--corrupt] [--quarantine DIR] [--batch N]
+sessionguard migrate --from KIND SOURCE --to TARGET [--cookie-name N] [--trust-pickle]
+                     [--django-secret-key K]
+```
+
+TARGET is a directory (`FileStore`), a SQLAlchemy URL (`sqlite:///sessions.db`,
+`postgresql+psycopg://...`: `SQLStore`) or a Redis URL (`redis://`, `rediss://`:
+`RedisStore`). Exit status: 0 when all is well; 1 when `scan` found corrupt records or
+`purge` could not remove some; 2 for a usage error or a store that cannot be reached.
+
+Neither command ever unpickles: records are checked with `codec.decode`, which reports a
+pickle as `legacy_pickle`. Sessions are named only by `core.key_hash`, never by their id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import heapq
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from .codec import decode
+from .core import key_hash
+from .errors import (
+    ConfigurationError,
+    CorruptReason,
+    CorruptSessionError,
+    StoreUnavailableError,
+)
+from .stores.base import ScannableStore, Store, StoredRecord
+from .stores.file import FileStore
+
+__all__ = ["main", "open_store"]
+
+#: A record this many times the median size or more (or less) is listed as unusual.
+UNUSUAL_FACTOR = 10
+#: At most this many unusually small and this many unusually large records are listed.
+UNUSUAL_LISTED = 10
+_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
+
+
+def open_store(
+    target: str, *, create: bool = True, table: str | None = None, prefix: str | None = None
+) -> Store:
+    """The store a command-line TARGET names: a directory, a SQLAlchemy URL or a Redis URL.
+
+    With `create=False` nothing is created: the directory, SQLite file or table must
+    already exist (the commands that only read or clean up use that).
+    """
+    scheme = urlsplit(target).scheme.lower() if "://" in target else ""
+    if scheme in ("redis", "rediss", "unix"):
+        from .stores.redis import RedisStore
+
+        try:
+            return RedisStore(target, prefix=prefix or "sessionguard:")
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid Redis URL {_shown(target)!r}: {exc}") from exc
+    if scheme.partition("+")[0] in _SQL_SCHEMES:
+        from .stores.sql import SQLStore
+
+        if not create and scheme.startswith("sqlite"):
+            path = target.split(":///", 1)[-1].split("?", 1)[0]
+            if not os.path.isfile(path):
+                raise ConfigurationError(f"there is no SQLite database at {path!r}")
+        options: dict[str, Any] = {"table_name": table} if table else {}
+        return SQLStore(target, create_table=create, **options)
+    if scheme:
+        raise ConfigurationError(
+            f"unknown store URL {_shown(target)!r}: give a directory, a SQLAlchemy URL "
+            "(sqlite:///sessions.db, postgresql+psycopg://...) or redis://..."
+        )
+    if not create and not os.path.isdir(os.path.join(target, ".locks")):
+        # Never turn a mistyped path (`scan /etc`) into a session directory.
+        raise ConfigurationError(
+            f"{target!r} is not a sessionguard session directory (it has no .locks folder)"
+        )
+    return FileStore(target, create=create)
+
+
+def _shown(target: str) -> str:
+    """`target` with any password in it masked, for messages and reports."""
+    if "://" not in target:
+        return target
+    parts = urlsplit(target)
+    if parts.password is None:
+        return target
+    return target.replace(f":{parts.password}@", ":***@", 1)
+
+
+# -- scan ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScanReport:
+    """What `scan` found. `corrupt` counts only unexpired records (purge removes the rest)."""
+
+    live: int = 0
+    expired: int = 0
+    by_reason: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CorruptReason, 0))
+    sizes: array.array[int] = field(default_factory=lambda: array.array("q"))
+    largest: list[tuple[int, str]] = field(default_factory=list)  # min-heap of (size, hash)
+    smallest: list[tuple[int, str]] = field(default_factory=list)  # min-heap of (-size, hash)
+    leftover_temp_files: list[str] = field(default_factory=list)  # key hashes
+    _ordered: list[int] | None = None
+
+    @property
+    def corrupt(self) -> int:
+        return sum(self.by_reason.values())
+
+    def add(self, found: StoredRecord, reason: CorruptReason | None) -> None:
+        if found.expired:
+            self.expired += 1
+        elif reason is None:
+            self.live += 1
+        else:
+            self.by_reason[reason] += 1
+        size, name = len(found.record.payload), key_hash(found.key)
+        self.sizes.append(size)
+        self._ordered = None
+        _keep_top(self.largest, (size, name))
+        _keep_top(self.smallest, (-size, name))
+
+    def percentile(self, p: float) -> int:
+        """Nearest-rank percentile of the record sizes (0 when there are none)."""
+        if not self.sizes:
+            return 0
+        if self._ordered is None:
+            self._ordered = sorted(self.sizes)
+        return self._ordered[max(0, math.ceil(p / 100 * len(self._ordered)) - 1)]
+
+    def unusual(self) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+        """(small, large): records under 1/10 or over 10x the median size, as (hash, size)."""
+        median = self.percentile(50)
+        large = [
+            (n, s) for s, n in sorted(self.largest, reverse=True) if s > median * UNUSUAL_FACTOR
+        ]
+        small = [(n, -s) for s, n in sorted(self.smallest, reverse=True)]
+        return [(n, s) for n, s in small if s * UNUSUAL_FACTOR < median], large
+
+    def as_json(self, target: str) -> dict[str, Any]:
+        small, large = self.unusual()
+        return {
+            "target": _shown(target),
+            "records": len(self.sizes),
+            "live": self.live,
+            "expired": self.expired,
+            "corrupt": self.corrupt,
+            "corrupt_by_reason": {str(reason): n for reason, n in self.by_reason.items()},
+            "sizes": {
+                "p50": self.percentile(50),
+                "p99": self.percentile(99),
+                "max": max(self.sizes, default=0),
+            },
+            "unusual": {
+                "small": [{"session": n, "bytes": s} for n, s in small],
+                "large": [{"session": n, "bytes": s} for n, s in large],
+            },
+            "leftover_temp_files": len(self.leftover_temp_files),
+        }
+
+    def as_text(self, target: str) -> str:
+        small, large = self.unusual()
+        reasons = ", ".join(f"{r} {n:,}" for r, n in self.by_reason.items() if n)
+        lines = [
+            f"{_shown(target)}: {len(self.sizes):,} records",
+            f"  live        {self.live:>9,}",
+            f"  expired     {self.expired:>9,}"
+            + ("  (purge removes them)" if self.expired else ""),
+            f"  corrupt     {self.corrupt:>9,}" + (f"  ({reasons})" if reasons else ""),
+            f"  sizes       p50 {_bytes(self.percentile(50))}, p99 {_bytes(self.percentile(99))}, "
+            f"max {_bytes(max(self.sizes, default=0))}",
+        ]
+        for label, listed in (("large", large), ("small", small)):
+            if listed:
+                shown = ", ".join(f"{n} ({_bytes(s)})" for n, s in listed)
+                than = "over 10x" if label == "large" else "under 1/10 of"
+                lines.append(f"  {label:<11} {len(listed)} {than} the median: {shown}")
+        if self.leftover_temp_files:
+            count = len(self.leftover_temp_files)
+            lines.append(
+                f"  temp files  {count:>9,}  (left by interrupted writes; purge removes them)"
+            )
+        return "\n".join(lines)
+
+
+def _keep_top(heap: list[tuple[int, str]], item: tuple[int, str]) -> None:
+    if len(heap) < UNUSUAL_LISTED:
+        heapq.heappush(heap, item)
+    else:
+        heapq.heappushpop(heap, item)
+
+
+def _bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024 or unit == "MiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
+
+
+def _reason(found: StoredRecord) -> CorruptReason | None:
+    try:
+        decode(found.record.payload)
+    except CorruptSessionError as exc:
+        return exc.reason
+    return None
+
+
+def _scan(args: argparse.Namespace, out: TextIO) -> int:
+    store = _scannable(open_store(args.target, create=False, table=args.table, prefix=args.prefix))
+    try:
+        report = ScanReport()
+        for found in store.scan(batch_size=args.batch):
+            report.add(found, None if found.expired else _reason(found))
+        if isinstance(store, FileStore):
+            report.leftover_temp_files = [key_hash(k) for k in store.leftover_temp_files()]
+    finally:
+        store.close()
+    if args.json:
+        json.dump(report.as_json(args.target), out, indent=2)
+        out.write("\n")
+    else:
+        print(report.as_text(args.target), file=out)
+    return 1 if report.corrupt else 0
+
+
+# -- purge -----------------------------------------------------------------------------------
+
+
+class Progress:
+    """A one-line progress bar on a terminal, redrawn in place at most ten times a second."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: TextIO, *, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self._drawn = 0  # length of the line on screen
+        self._last = 0.0
+
+    def show(
+        self, label: str, done: int, total: int | None, note: str, *, force: bool = False
+    ) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self._last < 0.1):
+            return
+        self._last = now
+        if total:
+            share = min(done / total, 1.0)
+            filled = round(share * self.WIDTH)
+            bar = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {share:4.0%}"
+        else:
+            bar = (
+                "["
+                + "".join("#" if i == done % self.WIDTH else "." for i in range(self.WIDTH))
+                + "]"
+            )
+        line = f"{label:<8} {bar} {note}"
+        self.stream.write("\r" + line.ljust(self._drawn))
+        self.stream.flush()
+        self._drawn = len(line)
+
+    def finish(self) -> None:
+        if self.enabled and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = 0
+
+
+@dataclass
+class PurgeResult:
+    expired: int = 0
+    corrupt: int = 0
+    changed: int = 0  # corrupt when scanned, rewritten or gone before the swap: left alone
+    errors: int = 0
+
+    def summary(self, quarantine: str | None, corrupt_too: bool) -> str:
+        text = f"purge: removed {self.expired:,} expired record(s)"
+        if corrupt_too:
+            moved = f" (copied to {quarantine} first)" if quarantine else ""
+            text += f" and {self.corrupt:,} corrupt record(s){moved}"
+            if self.changed:
+                text += (
+                    f"; {self.changed:,} corrupt record(s) changed meanwhile and were left alone"
+                )
+        return text + f"; {self.errors:,} error(s)"
+
+
+def _purge(args: argparse.Namespace, out: TextIO) -> int:
+    store = _scannable(open_store(args.target, create=False, table=args.table, prefix=args.prefix))
+    progress = Progress(sys.stderr, enabled=sys.stderr.isatty())
+    result = PurgeResult()
+    corrupt_too = args.corrupt or args.quarantine is not None
+    try:
+        for step in store.purge_expired_batches(args.batch):
+            result.expired += step.removed
+            for message in step.errors:
+                result.errors += 1
+                _warn(message)
+            note = f"{result.expired:,} expired removed"
+            progress.show("expired", step.done, step.total, note)
+        progress.show("expired", 1, 1, f"{result.expired:,} expired removed", force=True)
+        if corrupt_too:
+            _purge_corrupt(store, args, result, progress)
+    except StoreUnavailableError:
+        progress.finish()
+        if result.expired or result.corrupt:  # say what was done before the store failed
+            print(result.summary(args.quarantine, corrupt_too) + "; stopped early", file=out)
+        raise
+    finally:
+        progress.finish()
+        store.close()
+    print(result.summary(args.quarantine, corrupt_too), file=out)
+    return 1 if result.errors else 0
+
+
+def _purge_corrupt(
+    store: ScannableStore, args: argparse.Namespace, result: PurgeResult, progress: Progress
+) -> None:
+    for examined, found in enumerate(store.scan(batch_size=args.batch), 1):
+        progress.show(
+            "corrupt", examined, None, f"{examined:,} examined, {result.corrupt:,} removed"
+        )
+        reason = None if found.expired else _reason(found)
+        if reason is None:
+            continue
+        name = key_hash(found.key)
+        try:
+            if args.quarantine is not None:
+                _copy_aside(args.quarantine, f"{name}-{reason}-{int(time.time())}.bin", found)
+            # Compare-and-swap: a record a live request rewrote since the scan is kept.
+            removed = store.delete(found.key, expected_version=found.record.version)
+        except (StoreUnavailableError, OSError) as exc:
+            result.errors += 1
+            _warn(f"could not remove corrupt session {name} ({reason}): {exc}")
+            continue
+        if removed:
+            result.corrupt += 1
+        else:
+            result.changed += 1
+    progress.show("corrupt", 1, 1, f"{result.corrupt:,} removed", force=True)
+
+
+def _copy_aside(directory: str, file_name: str, found: StoredRecord) -> None:
+    """Write the record's bytes to `directory` and make them durable, before any delete."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, file_name)
+    try:
+        # O_EXCL: never overwrite an earlier copy; a clash is the same record seen twice.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        view = memoryview(found.record.payload)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError:
+        os.unlink(path)
+        raise
+    finally:
+        os.close(fd)
+
+
+# -- migrate ---------------------------------------------------------------------------------
+
+
+def _migrate(args: argparse.Namespace, out: TextIO) -> int:
+    # Imported here: the readers are only needed by this command.
+    from .migrate import SOURCE_KINDS, run_migration
+
+    kind, source = args.source
+    if kind not in SOURCE_KINDS:
+        raise ConfigurationError(
+            f"unknown source kind {kind!r}: choose one of {', '.join(SOURCE_KINDS)}"
+        )
+    store = open_store(args.to, table=args.table, prefix=args.prefix)
+    progress = Progress(sys.stderr, enabled=sys.stderr.isatty())
+    try:
+        report = run_migration(
+            kind,
+            source,
+            store,
+            cookie_name=args.cookie_name,
+            trust_pickle=args.trust_pickle,
+            django_secret_key=args.django_secret_key,
+            progress=lambda n: progress.show("migrate", n, None, f"{n:,} examined"),
+        )
+    finally:
+        progress.finish()
+        store.close()
+    print(report.summary(), file=out)
+    return 0
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+
+def _scannable(store: Store) -> ScannableStore:
+    if not isinstance(store, ScannableStore):  # pragma: no cover - every built-in store is
+        store.close()
+        raise ConfigurationError(f"{store!r} cannot be scanned")
+    return store
+
+
+def _warn(message: str) -> None:
+    print(f"sessionguard: {message}", file=sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sessionguard", description="Inspect, clean up and migrate session stores."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    store_options = argparse.ArgumentParser(add_help=False)
+    store_options.add_argument("--table", help="SQL table name (default sessionguard_sessions)")
+    store_options.add_argument("--prefix", help="Redis key prefix (default sessionguard:)")
+    store_options.add_argument(
+        "--batch", type=_positive, default=500, metavar="N", help="records per batch (500)"
+    )
+    target = "a directory, sqlite:///file.db, postgresql+psycopg://... or redis://..."
+
+    scan = commands.add_parser(
+        "scan",
+        parents=[store_options],
+        help="count live, expired and corrupt records; exit 1 if any is corrupt",
+    )
+    scan.add_argument("target", metavar="TARGET", help=target)
+    scan.add_argument("--json", action="store_true", help="print the report as JSON")
+    scan.set_defaults(run=_scan)
+
+    purge = commands.add_parser(
+        "purge", parents=[store_options], help="remove expired (and corrupt) records"
+    )
+    purge.add_argument("target", metavar="TARGET", help=target)
+    purge.add_argument("--corrupt", action="store_true", help="also remove corrupt records")
+    purge.add_argument(
+        "--quarantine",
+        metavar="DIR",
+        help="copy corrupt records into DIR before removing them (implies --corrupt)",
+    )
+    purge.set_defaults(run=_purge)
+
+    migrate = commands.add_parser(
+        "migrate", parents=[store_options], help="copy sessions from another backend"
+    )
+    migrate.add_argument(
+        "--from",
+        dest="source",
+        nargs=2,
+        required=True,
+        metavar=("KIND", "SOURCE"),
+        help="django-file, django-db, flask-session, beaker-file or pickle-dir, and its location",
+    )
+    migrate.add_argument("--to", required=True, metavar="TARGET", help=target)
+    migrate.add_argument("--cookie-name", help="the old backend's cookie name")
+    migrate.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow unpickling (runs code named in the files: only for files your app wrote)",
+    )
+    migrate.add_argument("--django-secret-key", help="Django's SECRET_KEY, to check signatures")
+    migrate.set_defaults(run=_migrate)
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run the command line; return the exit status (the console script exits with it)."""
+    logging.basicConfig(format="sessionguard: %(message)s", level=logging.WARNING)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    run: Callable[[argparse.Namespace, TextIO], int] = args.run
+    try:
+        return run(args, out or sys.stdout)
+    except (StoreUnavailableError, ConfigurationError) as exc:
+        _warn(str(exc))
+        return 2
+    except ImportError as exc:
+        _warn(f"{exc}; install the extra for this store, e.g. pip install 'sessionguard[all]'")
+        return 2
+    except KeyboardInterrupt:
+        return 130
