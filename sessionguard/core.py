@@ -166,13 +166,19 @@ class SessionCore:
 
     def _open(self, cookie_header: str | None, read_only: bool) -> Flow[Session | ErrorResponse]:
         value = read_cookie(cookie_header, self.cookie.name)
+        key = self.signer.unsign(value) if value is not None else None
+        if (
+            key is None
+            and self.legacy is not None
+            and (value is None or self.legacy.name == self.cookie.name)
+        ):
+            # Same name (Flask-Session and sessionguard both say "session"): a value that is
+            # not ours is the old backend's.
+            legacy_id = self.legacy.parse(read_cookie(cookie_header, self.legacy.name))
+            if legacy_id is not None:
+                return (yield from self._adopt(self.legacy, legacy_id, read_only))
         if value is None:
-            if self.legacy is not None:
-                legacy_id = self.legacy.parse(read_cookie(cookie_header, self.legacy.name))
-                if legacy_id is not None:
-                    return (yield from self._adopt(self.legacy, legacy_id, read_only))
             return Session(read_only=read_only)
-        key = self.signer.unsign(value)
         if key is None:
             # Forged, garbled, oversized, or signed with a retired key: never looked up.
             security_logger.info(
@@ -204,7 +210,8 @@ class SessionCore:
         self, legacy: LegacyCookie, legacy_id: str, read_only: bool
     ) -> Flow[Session | ErrorResponse]:
         """A request with only the old backend's cookie: carry its data into a new session."""
-        key = legacy_key(legacy.name, legacy_id)
+        record_id = legacy.record_id(legacy_id) if legacy.record_id else legacy_id
+        key = legacy_key(legacy.name, record_id)
         data: dict[str, Any] | None = None
         record: Record | None = yield Load(key)
         if record is not None:
@@ -218,7 +225,14 @@ class SessionCore:
         if read_only:  # a websocket cannot set cookies: show the data, adopt later over HTTP
             return Session(data, read_only=True)
         session = Session()
-        session.legacy_clear = legacy.clear_header()
+        if (legacy.name, legacy.path, legacy.domain) == (
+            self.cookie.name,
+            self.cookie.path,
+            self.cookie.domain,
+        ):
+            session.stale_cookie = True  # the same cookie: our own Set-Cookie replaces or clears it
+        else:
+            session.legacy_clear = legacy.clear_header()
         if data:
             session.update(data)
             session.adopted_key = key if record is not None else None

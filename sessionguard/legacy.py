@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -56,6 +56,9 @@ class LegacyCookie:
     source: LegacySource | None = None
     path: str = "/"
     domain: str | None = None
+    # Maps the cookie value to the id `migrate` keyed the record by (Flask-Session keeps only
+    # a hash of the id on disk): pass `open_source(...).record_id`.
+    record_id: Callable[[str], str] | None = None
 
     def clear_header(self) -> str:
         return CookieSettings(name=self.name, path=self.path, domain=self.domain).clear_header()
