@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import MutableMapping, Sequence
 from typing import Protocol, Unpack
 
-from .core import SessionOptions, build_core
 from .driver import run_async
+from .options import SessionOptions, build_core
 from .policy import ErrorResponse
 from .session import Session
 from .stores.base import AsyncStore

@@ -33,13 +33,13 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from .codec import decode
-from .core import key_hash
 from .errors import (
     ConfigurationError,
     CorruptReason,
     CorruptSessionError,
     StoreUnavailableError,
 )
+from .ops import key_hash
 from .stores.base import ScannableStore, Store, StoredRecord
 from .stores.file import FileStore
 

@@ -2,108 +2,32 @@
 
 The core never touches a store. `SessionCore.open` and `SessionCore.commit` are
 generator *flows*, after httpx's `Auth.auth_flow`: they yield store operations
-(`Load`, `Save`, ...) and receive the results, and `sessionguard.driver` runs them with
-a sync or an async store. So the open -> policy -> session -> save/touch -> Set-Cookie
+(`sessionguard.ops`: `Load`, `Save`, ...) and receive the results, and
+`sessionguard.driver` runs them with a sync or an async store. So the open -> policy -> session -> save/touch -> Set-Cookie
 sequence, the compare-and-swap retry and the changed-key merge exist exactly once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
-from typing import Any, TypedDict, TypeVar, Unpack
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .codec import Envelope, Serializer, decode, encode
-from .cookie import CookieSettings, SameSite, Signer, read_cookie
+from .cookie import CookieSettings, Signer, read_cookie
 from .errors import ConfigurationError, ConflictError, CorruptSessionError, StoreUnavailableError
 from .events import Event, EventBus, EventKind, Hook
-from .legacy import LegacyCookie, LegacySource, legacy_key
+from .legacy import LegacyCookie, legacy_key
+from .ops import Delete, Flow, Load, LoadLegacy, Quarantine, Save, Touch, Update, key_hash
 from .policy import CorruptionEvent, CorruptionPolicy, ErrorResponse
 from .session import Loaded, Session
-from .stores.base import ABSENT, Record, Updater, Write
+from .stores.base import ABSENT, Record, Write
 
-__all__ = [
-    "Delete",
-    "Load",
-    "LoadLegacy",
-    "Op",
-    "Quarantine",
-    "Save",
-    "SessionCore",
-    "SessionOptions",
-    "Touch",
-    "Update",
-    "build_core",
-    "key_hash",
-]
+__all__ = ["SessionCore"]
 
 logger = logging.getLogger("sessionguard")
 security_logger = logging.getLogger("sessionguard.security")
-
-_T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class Load:
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class Save:
-    key: str
-    payload: bytes
-    expires_at: float
-    expected_version: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    key: str
-    expected_version: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    """Atomically replace the record with what `updater` makes of the newest one."""
-
-    key: str
-    updater: Updater
-
-
-@dataclass(frozen=True, slots=True)
-class Touch:
-    key: str
-    expires_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class LoadLegacy:
-    """Read a session of the backend being replaced (read-only); returns its data or `None`."""
-
-    source: LegacySource
-    legacy_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Quarantine:
-    """Copy a corrupt record into `directory`, then delete it if it is still that record."""
-
-    directory: str
-    file_name: str
-    record: Record
-    key: str
-
-
-Op = Load | Save | Delete | Touch | Update | Quarantine | LoadLegacy
-Flow = Generator[Op, Any, _T]
-
-
-def key_hash(key: str) -> str:
-    """A short, stable name for a session in logs and events that does not reveal its id."""
-    return hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
 
 
 class SessionCore:
@@ -430,51 +354,6 @@ class SessionCore:
         raise ConflictError(
             f"gave up regenerating session {key_hash(loaded.key)}: it kept changing"
         )
-
-
-class SessionOptions(TypedDict, total=False):
-    """Keyword options both middlewares accept; the first seven mean what they mean in Starlette."""
-
-    session_cookie: str
-    max_age: int | None
-    path: str
-    same_site: SameSite
-    https_only: bool
-    domain: str | None
-    policy: CorruptionPolicy
-    idle_timeout: int | None
-    absolute_timeout: int
-    save_every_request: bool
-    serializer: Serializer
-    merge: bool
-    hooks: Sequence[Hook]
-    legacy: LegacyCookie | None
-
-
-def build_core(
-    secret_key: str | bytes | Sequence[str | bytes], **options: Unpack[SessionOptions]
-) -> SessionCore:
-    """Build the core from the middleware's keyword options, applying the defaults once."""
-    cookie = CookieSettings(
-        name=options.get("session_cookie", "session"),
-        max_age=options.get("max_age", 14 * 24 * 60 * 60),
-        path=options.get("path", "/"),
-        domain=options.get("domain"),
-        same_site=options.get("same_site", "lax"),
-        https_only=options.get("https_only", False),
-    )
-    return SessionCore(
-        secret_key,
-        cookie=cookie,
-        policy=options.get("policy") or CorruptionPolicy(),
-        idle_timeout=options.get("idle_timeout"),
-        absolute_timeout=options.get("absolute_timeout", 30 * 24 * 60 * 60),
-        save_every_request=options.get("save_every_request", False),
-        serializer=options.get("serializer", "msgpack"),
-        merge=options.get("merge", True),
-        hooks=options.get("hooks", ()),
-        legacy=options.get("legacy"),
-    )
 
 
 class _Merge:

@@ -11,9 +11,9 @@ import os
 import time
 from typing import Any, TypeVar, cast
 
-from .core import Delete, Flow, Load, LoadLegacy, Op, Quarantine, Save, Touch, Update, key_hash
 from .errors import ConflictError, StoreUnavailableError
 from .events import Event, EventBus, EventKind
+from .ops import Delete, Flow, Load, LoadLegacy, Op, Quarantine, Save, Touch, Update, key_hash
 from .stores.base import AsyncStore, SyncStore
 
 __all__ = ["run_async", "run_sync"]

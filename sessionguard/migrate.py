@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .codec import Envelope, encode
-from .core import key_hash
 from .errors import ConfigurationError
 from .legacy import legacy_key
+from .ops import key_hash
 from .sources.base import DEFAULT_MAX_AGE, LegacyReader, Undecodable
 from .sources.django import DjangoDBReader, DjangoFileReader
 from .sources.pickled import BeakerFileReader, FlaskSessionReader, PickleDirReader

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Unpack
 
-from .core import SessionOptions, build_core
 from .driver import run_sync
+from .options import SessionOptions, build_core
 from .policy import ErrorResponse
 from .session import Session
 from .stores.base import SyncStore

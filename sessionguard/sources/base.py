@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
-from ..core import key_hash
 from ..errors import ConfigurationError, StoreUnavailableError
+from ..ops import key_hash
 
 __all__ = [
     "DEFAULT_MAX_AGE",

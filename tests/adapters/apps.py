@@ -38,8 +38,8 @@ from starlette.websockets import WebSocket
 from werkzeug.test import EnvironBuilder
 
 from sessionguard import asgi, wsgi
-from sessionguard.core import SessionOptions
 from sessionguard.errors import StoreUnavailableError
+from sessionguard.options import SessionOptions
 from sessionguard.session import Session
 from sessionguard.stores import FileStore, MemoryStore, Record
 

@@ -8,7 +8,7 @@ from typing import Protocol, Unpack
 
 import pytest
 
-from sessionguard.core import SessionOptions
+from sessionguard.options import SessionOptions
 
 from .apps import SECRET, AnyStore, AppClient, CountingFileStore, Framework, build_client
 

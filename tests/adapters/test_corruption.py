@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sessionguard import CorruptionEvent, CorruptionPolicy, CorruptReason
-from sessionguard.core import key_hash
+from sessionguard.ops import key_hash
 from sessionguard.policy import Action
 
 from .apps import AppClient, CountingFileStore, SetCookie, cookie_header, session_set_cookie

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import sessionguard.cli
-from sessionguard.core import key_hash
+from sessionguard.ops import key_hash
 from sessionguard.stores import FileStore, Store
 from sessionguard.stores.base import PurgeProgress, ScannableStore, StoredRecord
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sessionguard.cli import open_store
-from sessionguard.core import key_hash
 from sessionguard.errors import CorruptReason
+from sessionguard.ops import key_hash
 from sessionguard.stores import FileStore
 
 from .plant import key, plant, valid_payload

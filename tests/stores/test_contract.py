@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
-from sessionguard.core import Flow, build_core
 from sessionguard.driver import run_async, run_sync
+from sessionguard.ops import Flow
+from sessionguard.options import build_core
 from sessionguard.policy import CorruptionPolicy, ErrorResponse
 from sessionguard.session import Session
 from sessionguard.stores import FileStore, MemoryStore, Record, Store

@@ -10,9 +10,11 @@ import pytest
 
 from sessionguard.codec import Envelope, decode, encode
 from sessionguard.cookie import Signer, new_id
-from sessionguard.core import SessionCore, SessionOptions, build_core, key_hash
+from sessionguard.core import SessionCore
 from sessionguard.driver import run_sync
 from sessionguard.errors import ConfigurationError, CorruptReason, StoreUnavailableError
+from sessionguard.ops import key_hash
+from sessionguard.options import SessionOptions, build_core
 from sessionguard.policy import Action, CorruptionEvent, CorruptionPolicy, ErrorResponse
 from sessionguard.session import Session
 from sessionguard.stores.base import UPDATE_ATTEMPTS, Record, Updater, update_by_swap

@@ -1,0 +1,60 @@
+"""The keyword options both middlewares accept, and the one place their defaults live."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypedDict, Unpack
+
+from .codec import Serializer
+from .cookie import CookieSettings, SameSite
+from .core import SessionCore
+from .events import Hook
+from .legacy import LegacyCookie
+from .policy import CorruptionPolicy
+
+__all__ = ["SessionOptions", "build_core"]
+
+
+class SessionOptions(TypedDict, total=False):
+    """Keyword options both middlewares accept; the first seven mean what they mean in Starlette."""
+
+    session_cookie: str
+    max_age: int | None
+    path: str
+    same_site: SameSite
+    https_only: bool
+    domain: str | None
+    policy: CorruptionPolicy
+    idle_timeout: int | None
+    absolute_timeout: int
+    save_every_request: bool
+    serializer: Serializer
+    merge: bool
+    hooks: Sequence[Hook]
+    legacy: LegacyCookie | None
+
+
+def build_core(
+    secret_key: str | bytes | Sequence[str | bytes], **options: Unpack[SessionOptions]
+) -> SessionCore:
+    """Build the core from the middleware's keyword options, applying the defaults once."""
+    cookie = CookieSettings(
+        name=options.get("session_cookie", "session"),
+        max_age=options.get("max_age", 14 * 24 * 60 * 60),
+        path=options.get("path", "/"),
+        domain=options.get("domain"),
+        same_site=options.get("same_site", "lax"),
+        https_only=options.get("https_only", False),
+    )
+    return SessionCore(
+        secret_key,
+        cookie=cookie,
+        policy=options.get("policy") or CorruptionPolicy(),
+        idle_timeout=options.get("idle_timeout"),
+        absolute_timeout=options.get("absolute_timeout", 30 * 24 * 60 * 60),
+        save_every_request=options.get("save_every_request", False),
+        serializer=options.get("serializer", "msgpack"),
+        merge=options.get("merge", True),
+        hooks=options.get("hooks", ()),
+        legacy=options.get("legacy"),
+    )
