@@ -6,8 +6,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-BENCH_STAMP := $(VENV)/.bench-installed
-
 .PHONY: run test test-unit lint fmt bench bench-all clean
 
 $(STAMP): pyproject.toml
@@ -40,16 +38,12 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[all]" --group bench
-	touch $(BENCH_STAMP)
-
 ## bench: sessionguard against its peers on real servers on 127.0.0.1; no server to install
-bench: $(BENCH_STAMP)
+bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 ## bench-all: the same plus the Redis and PostgreSQL subjects (starts those servers itself)
-bench-all: $(BENCH_STAMP)
+bench-all: $(STAMP)
 	$(BIN)/python -m benchmarks --all
 
 clean:

@@ -3,8 +3,9 @@
 The core never touches a store. `SessionCore.open` and `SessionCore.commit` are
 generator *flows*, after httpx's `Auth.auth_flow`: they yield store operations
 (`sessionguard.ops`: `Load`, `Save`, ...) and receive the results, and
-`sessionguard.driver` runs them with a sync or an async store. So the open -> policy -> session -> save/touch -> Set-Cookie
-sequence, the compare-and-swap retry and the changed-key merge exist exactly once.
+`sessionguard.driver` runs them with a sync or an async store. So the open -> policy ->
+session -> save/touch -> Set-Cookie sequence, the compare-and-swap retry and the
+changed-key merge exist exactly once.
 """
 
 from __future__ import annotations
