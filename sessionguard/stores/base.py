@@ -326,6 +326,10 @@ class ThreadedStore(SyncBackedStore):
             self._executor.shutdown(wait=True)
             self._executor = None
 
+    async def aclose(self) -> None:
+        # Waiting for the pool's threads to finish blocks: do it off the event loop.
+        await asyncio.to_thread(self.close)
+
 
 def update_by_swap(store: SyncStore, key: str, updater: Updater) -> int | None:
     """`update` for stores without a lock: load, ask `updater`, compare-and-swap; retry."""
