@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import os
 import re
@@ -98,10 +99,7 @@ class FileStore(ThreadedStore):
 
     def _locate(self, key: str) -> tuple[str, str, int]:
         """Return (directory, file path, stripe) for a key."""
-        validate_key(key)
-        digest = hashlib.blake2b(key.encode(), digest_size=3).digest()
-        parent = os.path.join(self.directory, f"{digest[0]:02x}", f"{digest[1]:02x}")
-        return parent, os.path.join(parent, key), digest[2] % self._stripes
+        return _locate(self.directory, self._stripes, key)
 
     @contextlib.contextmanager
     def _stripe_lock(self, stripe: int, *, create: bool = True) -> Iterator[None]:
@@ -167,13 +165,19 @@ class FileStore(ThreadedStore):
             except FileNotFoundError:
                 return None
             try:
-                expires_at = os.fstat(fd).st_mtime
-                chunks = []
-                while chunk := os.read(fd, 1 << 16):
-                    chunks.append(chunk)
+                stat = os.fstat(fd)
+                # One read of the whole file (records are replaced, never grown in place);
+                # the extra byte notices a file someone is appending to, and the loop
+                # reads the rest of it.
+                payload = os.read(fd, stat.st_size + 1)
+                if len(payload) > stat.st_size:
+                    chunks = [payload]
+                    while chunk := os.read(fd, 1 << 16):
+                        chunks.append(chunk)
+                    payload = b"".join(chunks)
             finally:
                 os.close(fd)
-        payload = b"".join(chunks)
+        expires_at = stat.st_mtime
         return Record(payload, _version_of(payload), expires_at)
 
     def load(self, key: str) -> Record | None:
@@ -397,6 +401,16 @@ class FileStore(ThreadedStore):
 
     def __repr__(self) -> str:
         return f"FileStore({self.directory!r}, durable={self.durable!r})"
+
+
+@functools.lru_cache(maxsize=4096)
+def _locate(directory: str, stripes: int, key: str) -> tuple[str, str, int]:
+    # Cached: every request of a session asks again, and the hash and joins cost more than
+    # the file read they lead to. Invalid keys raise, and exceptions are not cached.
+    validate_key(key)
+    digest = hashlib.blake2b(key.encode(), digest_size=3).digest()
+    parent = os.path.join(directory, f"{digest[0]:02x}", f"{digest[1]:02x}")
+    return parent, os.path.join(parent, key), digest[2] % stripes
 
 
 def _version_of(payload: bytes) -> int:
