@@ -22,7 +22,9 @@ import abc
 import asyncio
 import contextvars
 import functools
+import random
 import re
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -332,8 +334,14 @@ class ThreadedStore(SyncBackedStore):
 
 
 def update_by_swap(store: SyncStore, key: str, updater: Updater) -> int | None:
-    """`update` for stores without a lock: load, ask `updater`, compare-and-swap; retry."""
-    for _ in range(UPDATE_ATTEMPTS):
+    """`update` for stores without a lock: load, ask `updater`, compare-and-swap; retry.
+
+    Between lost attempts it waits a short random time (see `_backoff`), so that
+    writers of one hot session spread out instead of colliding again in lockstep.
+    """
+    for attempt in range(UPDATE_ATTEMPTS):
+        if attempt:
+            time.sleep(_backoff(attempt))
         current = store.load(key)
         write = updater(current)
         if write is None:
@@ -353,7 +361,9 @@ def update_by_swap(store: SyncStore, key: str, updater: Updater) -> int | None:
 
 async def aupdate_by_swap(store: AsyncStore, key: str, updater: Updater) -> int | None:
     """The awaitable twin of `update_by_swap`."""
-    for _ in range(UPDATE_ATTEMPTS):
+    for attempt in range(UPDATE_ATTEMPTS):
+        if attempt:
+            await asyncio.sleep(_backoff(attempt))
         current = await store.aload(key)
         write = updater(current)
         if write is None:
@@ -369,6 +379,11 @@ async def aupdate_by_swap(store: AsyncStore, key: str, updater: Updater) -> int 
         if version is not None:
             return version
     raise _conflict(key)
+
+
+def _backoff(attempt: int) -> float:
+    # Full jitter, capped: at most 1, 2, 4 ... 50 ms, about 1.3 s over all attempts.
+    return random.uniform(0, min(0.05, 0.001 * 2 ** (attempt - 1)))
 
 
 def _conflict(key: str) -> ConflictError:
