@@ -19,36 +19,27 @@ pickle as `legacy_pickle`. Sessions are named only by `core.key_hash`, never by 
 from __future__ import annotations
 
 import argparse
-import array
-import heapq
 import json
 import logging
-import math
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from .codec import decode
 from .errors import (
     ConfigurationError,
-    CorruptReason,
-    CorruptSessionError,
     StoreUnavailableError,
 )
 from .ops import key_hash
+from .scan import ScanReport, corrupt_reason
 from .stores.base import ScannableStore, Store, StoredRecord
 from .stores.file import FileStore
 
 __all__ = ["main", "open_store"]
 
-#: A record this many times the median size or more (or less) is listed as unusual.
-UNUSUAL_FACTOR = 10
-#: At most this many unusually small and this many unusually large records are listed.
-UNUSUAL_LISTED = 10
 _SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
 
 
@@ -103,137 +94,21 @@ def _shown(target: str) -> str:
 # -- scan ------------------------------------------------------------------------------------
 
 
-@dataclass
-class ScanReport:
-    """What `scan` found. `corrupt` counts only unexpired records (purge removes the rest)."""
-
-    live: int = 0
-    expired: int = 0
-    by_reason: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CorruptReason, 0))
-    sizes: array.array[int] = field(default_factory=lambda: array.array("q"))
-    largest: list[tuple[int, str]] = field(default_factory=list)  # min-heap of (size, hash)
-    smallest: list[tuple[int, str]] = field(default_factory=list)  # min-heap of (-size, hash)
-    leftover_temp_files: list[str] = field(default_factory=list)  # key hashes
-    _ordered: list[int] | None = None
-
-    @property
-    def corrupt(self) -> int:
-        return sum(self.by_reason.values())
-
-    def add(self, found: StoredRecord, reason: CorruptReason | None) -> None:
-        if found.expired:
-            self.expired += 1
-        elif reason is None:
-            self.live += 1
-        else:
-            self.by_reason[reason] += 1
-        size, name = len(found.record.payload), key_hash(found.key)
-        self.sizes.append(size)
-        self._ordered = None
-        _keep_top(self.largest, (size, name))
-        _keep_top(self.smallest, (-size, name))
-
-    def percentile(self, p: float) -> int:
-        """Nearest-rank percentile of the record sizes (0 when there are none)."""
-        if not self.sizes:
-            return 0
-        if self._ordered is None:
-            self._ordered = sorted(self.sizes)
-        return self._ordered[max(0, math.ceil(p / 100 * len(self._ordered)) - 1)]
-
-    def unusual(self) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-        """(small, large): records under 1/10 or over 10x the median size, as (hash, size)."""
-        median = self.percentile(50)
-        large = [
-            (n, s) for s, n in sorted(self.largest, reverse=True) if s > median * UNUSUAL_FACTOR
-        ]
-        small = [(n, -s) for s, n in sorted(self.smallest, reverse=True)]
-        return [(n, s) for n, s in small if s * UNUSUAL_FACTOR < median], large
-
-    def as_json(self, target: str) -> dict[str, Any]:
-        small, large = self.unusual()
-        return {
-            "target": _shown(target),
-            "records": len(self.sizes),
-            "live": self.live,
-            "expired": self.expired,
-            "corrupt": self.corrupt,
-            "corrupt_by_reason": {str(reason): n for reason, n in self.by_reason.items()},
-            "sizes": {
-                "p50": self.percentile(50),
-                "p99": self.percentile(99),
-                "max": max(self.sizes, default=0),
-            },
-            "unusual": {
-                "small": [{"session": n, "bytes": s} for n, s in small],
-                "large": [{"session": n, "bytes": s} for n, s in large],
-            },
-            "leftover_temp_files": len(self.leftover_temp_files),
-        }
-
-    def as_text(self, target: str) -> str:
-        small, large = self.unusual()
-        reasons = ", ".join(f"{r} {n:,}" for r, n in self.by_reason.items() if n)
-        lines = [
-            f"{_shown(target)}: {len(self.sizes):,} records",
-            f"  live        {self.live:>9,}",
-            f"  expired     {self.expired:>9,}"
-            + ("  (purge removes them)" if self.expired else ""),
-            f"  corrupt     {self.corrupt:>9,}" + (f"  ({reasons})" if reasons else ""),
-            f"  sizes       p50 {_bytes(self.percentile(50))}, p99 {_bytes(self.percentile(99))}, "
-            f"max {_bytes(max(self.sizes, default=0))}",
-        ]
-        for label, listed in (("large", large), ("small", small)):
-            if listed:
-                shown = ", ".join(f"{n} ({_bytes(s)})" for n, s in listed)
-                than = "over 10x" if label == "large" else "under 1/10 of"
-                lines.append(f"  {label:<11} {len(listed)} {than} the median: {shown}")
-        if self.leftover_temp_files:
-            count = len(self.leftover_temp_files)
-            lines.append(
-                f"  temp files  {count:>9,}  (left by interrupted writes; purge removes them)"
-            )
-        return "\n".join(lines)
-
-
-def _keep_top(heap: list[tuple[int, str]], item: tuple[int, str]) -> None:
-    if len(heap) < UNUSUAL_LISTED:
-        heapq.heappush(heap, item)
-    else:
-        heapq.heappushpop(heap, item)
-
-
-def _bytes(size: float) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if size < 1024 or unit == "MiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
-
-
-def _reason(found: StoredRecord) -> CorruptReason | None:
-    try:
-        decode(found.record.payload)
-    except CorruptSessionError as exc:
-        return exc.reason
-    return None
-
-
 def _scan(args: argparse.Namespace, out: TextIO) -> int:
     store = _scannable(open_store(args.target, create=False, table=args.table, prefix=args.prefix))
     try:
         report = ScanReport()
         for found in store.scan(batch_size=args.batch):
-            report.add(found, None if found.expired else _reason(found))
+            report.add(found, None if found.expired else corrupt_reason(found))
         if isinstance(store, FileStore):
             report.leftover_temp_files = [key_hash(k) for k in store.leftover_temp_files()]
     finally:
         store.close()
     if args.json:
-        json.dump(report.as_json(args.target), out, indent=2)
+        json.dump(report.as_json(_shown(args.target)), out, indent=2)
         out.write("\n")
     else:
-        print(report.as_text(args.target), file=out)
+        print(report.as_text(_shown(args.target)), file=out)
     return 1 if report.corrupt else 0
 
 
@@ -334,7 +209,7 @@ def _purge_corrupt(
         progress.show(
             "corrupt", examined, None, f"{examined:,} examined, {result.corrupt:,} removed"
         )
-        reason = None if found.expired else _reason(found)
+        reason = None if found.expired else corrupt_reason(found)
         if reason is None:
             continue
         name = key_hash(found.key)

@@ -43,6 +43,7 @@ LAYERS = {
     "sources": 6,
     "migrate": 6,
     "": 7,  # the package root re-exports everything
+    "scan": 4,
     "cli": 8,  # the `sessionguard` command, on top of everything
     "__main__": 9,
 }
