@@ -318,43 +318,31 @@ class SessionCore:
     def _regenerate(self, session: Session, loaded: Loaded) -> Flow[str | None]:
         """Store the data under the new id, then turn the old id into a forward pointer.
 
+        Both steps are atomic store updates, so a regenerate never has to retry against
+        concurrent writers: the pointer replaces whatever the old id holds by then, and a
+        save that landed on the old id before it is carried over to the new id.
+
         The new id inherits the creation time: rotating ids must not extend the absolute
         lifetime (apps that rotate every few minutes would otherwise never expire).
         """
-        new_key, now, created_at = session.id, self.clock(), loaded.created_at
-        data = dict(session)
-        expires_at = self._expiry(created_at)
-        new_version = yield Save(new_key, self._payload(data, created_at), expires_at, ABSENT)
+        new_key, created_at = session.id, loaded.created_at
+        first = dict(session)
+        payload = self._payload(first, created_at)
+        new_version = yield Save(new_key, payload, self._expiry(created_at), ABSENT)
         if new_version is None:  # pragma: no cover - see _create
             raise ConflictError("a freshly generated session id already exists in the store")
-        pointer = self._payload({}, now, moved_to=new_key)
-        old_version = loaded.version
-        for _ in range(self.max_attempts):
-            moved = yield Save(loaded.key, pointer, now + self.regenerate_grace, old_version)
-            if moved is not None:
-                return self.cookie.set_header(self.signer.sign(new_key))
-            record: Record | None = yield Load(loaded.key)
-            if record is None:
-                # Logged out concurrently: logout wins, the new copy goes too.
-                yield Delete(new_key)
-                return self.cookie.clear_header()
-            try:
-                envelope = decode(record.payload)
-            except CorruptSessionError:
-                envelope = Envelope({}, created_at)
-            if envelope.moved_to is not None:
-                # Regenerated concurrently by another request; both new sessions are valid.
-                return self.cookie.set_header(self.signer.sign(new_key))
-            # A concurrent save landed on the old id: carry it over with our changes on top.
-            data = session.apply_changes(envelope.data)
-            payload = self._payload(data, created_at)
-            new_version = yield Save(new_key, payload, expires_at, new_version)
-            if new_version is None:
-                break
-            old_version = record.version
-        raise ConflictError(
-            f"gave up regenerating session {key_hash(loaded.key)}: it kept changing"
-        )
+        now = self.clock()
+        move = _Move(self._payload({}, now, moved_to=new_key), now + self.regenerate_grace)
+        yield Update(loaded.key, move)
+        if move.gone:
+            # Logged out concurrently: logout wins, the new copy goes too.
+            yield Delete(new_key)
+            return self.cookie.clear_header()
+        if move.newest is not None and move.version != loaded.version:
+            # A concurrent save landed on the old id first: carry it over, our changes on top.
+            yield Update(new_key, _Carry(self, session, move.newest, first, created_at))
+        # (If another request regenerated concurrently, both new sessions stay valid.)
+        return self.cookie.set_header(self.signer.sign(new_key))
 
 
 class _Merge:
@@ -395,4 +383,71 @@ class _Merge:
         self.is_empty = not data
         if self.is_empty:
             return Write(None)  # an emptied session is deleted, as a new empty one is never stored
+        return Write(self._core._payload(data, created_at), self._core._expiry(created_at))
+
+
+class _Move:
+    """The `update` callback that turns the old id into a forward pointer.
+
+    Remembers what it replaced: nothing (`gone`: logged out meanwhile, so no pointer is
+    written), another pointer (regenerated concurrently: left alone), or data.
+    """
+
+    def __init__(self, pointer: bytes, expires_at: float) -> None:
+        self._pointer = pointer
+        self._expires_at = expires_at
+        self.gone = False
+        self.newest: dict[str, Any] | None = None
+        self.version: int | None = None
+
+    def __call__(self, record: Record | None) -> Write | None:
+        self.gone, self.newest, self.version = record is None, None, None
+        if record is None:
+            return None
+        try:
+            envelope: Envelope | None = decode(record.payload)
+        except CorruptSessionError:
+            envelope = None  # unreadable: nothing to carry over
+        if envelope is not None and envelope.moved_to is not None:
+            return None
+        self.newest = envelope.data if envelope is not None else {}
+        self.version = record.version
+        return Write(self._pointer, self._expires_at)
+
+
+class _Carry:
+    """The `update` callback that brings a concurrent save on the old id into the new one.
+
+    The new record is the old id's last data with this request's changes on top, plus
+    whatever requests that followed the pointer changed in the new record meanwhile.
+    """
+
+    def __init__(
+        self,
+        core: SessionCore,
+        session: Session,
+        newest_old: dict[str, Any],
+        first: dict[str, Any],
+        created_at: float,
+    ) -> None:
+        self._core = core
+        self._session = session
+        self._newest_old = newest_old
+        self._first = first  # what the regenerate wrote to the new id
+        self._created_at = created_at
+
+    def __call__(self, record: Record | None) -> Write | None:
+        if record is None:
+            return None  # the new session was deleted meanwhile: leave it so
+        data = self._session.apply_changes(self._newest_old)
+        try:
+            current = decode(record.payload).data
+        except CorruptSessionError:
+            current = self._first
+        for key, value in current.items():
+            if key not in self._first or self._first[key] != value:
+                data[key] = value  # changed by a request that followed the pointer
+        for key in self._first.keys() - current.keys():
+            data.pop(key, None)  # deleted by one
+        created_at = self._created_at
         return Write(self._core._payload(data, created_at), self._core._expiry(created_at))

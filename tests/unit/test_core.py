@@ -11,9 +11,9 @@ import pytest
 from sessionguard.codec import Envelope, decode, encode
 from sessionguard.cookie import Signer, new_id
 from sessionguard.core import SessionCore
-from sessionguard.driver import run_sync
+from sessionguard.driver import _perform, run_sync
 from sessionguard.errors import ConfigurationError, CorruptReason, StoreUnavailableError
-from sessionguard.ops import key_hash
+from sessionguard.ops import Save, Update, key_hash
 from sessionguard.options import SessionOptions, build_core
 from sessionguard.policy import Action, CorruptionEvent, CorruptionPolicy, ErrorResponse
 from sessionguard.session import Session
@@ -616,6 +616,35 @@ def test_change_committed_on_the_old_id_before_regenerate_is_carried_over(
     new_key = key_of(core, cookie_of(commit(core, store, login)))
 
     assert stored_data(store, new_key) == {"user": 42, "cart": ["book"], "role": "admin"}
+
+
+def test_carry_over_keeps_a_change_that_followed_the_pointer_meanwhile(
+    core: SessionCore, store: CountingStore
+) -> None:
+    cookie = create(core, store, user=42)
+    early, follower, login = (open_session(core, store, cookie) for _ in range(3))
+    early["cart"] = ["book"]
+    commit(core, store, early)  # lands on the old id before the regenerate commits
+    login.regenerate()
+    login["role"] = "admin"
+
+    # Step through the regenerate: new copy, pointer, then the carry-over, with another
+    # request following the pointer into the new session between the last two steps.
+    flow = core.commit(login)
+    op = next(flow)
+    assert isinstance(op, Save)
+    op = flow.send(_perform(op, store))
+    assert isinstance(op, Update) and op.key == key_of(core, cookie)
+    op = flow.send(_perform(op, store))
+    assert isinstance(op, Update) and op.key == login.id
+    follower["theme"] = "dark"
+    assert commit(core, store, follower) is None
+    with pytest.raises(StopIteration) as done:
+        flow.send(_perform(op, store))
+
+    assert done.value.value == (core.cookie.set_header(core.signer.sign(login.id)),)
+    expected = {"user": 42, "cart": ["book"], "role": "admin", "theme": "dark"}
+    assert stored_data(store, login.id) == expected
 
 
 def test_opening_the_old_id_after_regenerate_gives_a_fresh_session_without_clearing(
