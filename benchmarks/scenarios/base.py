@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from ..harness import ClientPool, RunParams, Server, Subject
-from ..section import Section
+from ..section import Bar, Section
 
 __all__ = [
     "Result",
@@ -25,6 +25,7 @@ __all__ = [
     "rate_text",
     "ratio_text",
     "run_json",
+    "sessionguard_bars",
     "summed",
 ]
 
@@ -129,6 +130,25 @@ def failures(runs: Sequence[SubjectRun[Any]]) -> list[str]:
         for run in runs
         if run.error
     ]
+
+
+def sessionguard_bars(
+    panel: str,
+    runs: Sequence[SubjectRun[Any]],
+    value: Callable[[Any], float | None],
+) -> list[Bar]:
+    """One bar per run with a result whose `value(result)` is a finite number.
+
+    sessionguard's merge=False baselines are drawn with the peers: nobody should deploy them.
+    """
+    baselines = {run.subject.baseline for run in runs if run.subject.baseline}
+    bars = []
+    for run in runs:
+        number = value(run.result) if run.result is not None else None
+        if number is not None and math.isfinite(number):
+            highlighted = run.subject.is_sessionguard and run.subject.name not in baselines
+            bars.append(Bar(panel, run.subject.name, number, highlighted))
+    return bars
 
 
 def run_json(run: SubjectRun[Any]) -> dict[str, Any]:

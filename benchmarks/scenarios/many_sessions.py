@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from ..harness import ClientPool, LatencyStats, RunParams, Server, Subject, latency_stats, remaining
-from ..section import Bar, Section, Target
+from ..section import Section, Target
 from ._http import Connection
 from .base import (
     Scenario,
@@ -36,6 +36,7 @@ from .base import (
     merged_counts,
     rate_text,
     run_json,
+    sessionguard_bars,
     summed,
 )
 
@@ -318,18 +319,7 @@ def _table(runs: Sequence[SubjectRun[ManyResult]], params: RunParams) -> str:
 
 
 def section(runs: Sequence[SubjectRun[ManyResult]], params: RunParams) -> Section:
-    baselines = {run_.subject.baseline for run_ in runs if run_.subject.baseline}
-    bars = [
-        Bar(
-            PANEL,
-            run_.subject.name,
-            run_.result.requests_per_s,
-            # merge=False baselines are drawn with the peers: nobody should deploy them.
-            run_.subject.is_sessionguard and run_.subject.name not in baselines,
-        )
-        for run_ in runs
-        if run_.result is not None and math.isfinite(run_.result.requests_per_s)
-    ]
+    bars = sessionguard_bars(PANEL, runs, lambda result: result.requests_per_s)
     data = {
         "clients": params.clients,
         "requests_per_client": params.requests,

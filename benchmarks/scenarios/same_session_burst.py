@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import httpx
 
 from ..harness import ClientPool, LatencyStats, RunParams, Server, Subject, latency_stats, remaining
-from ..section import Bar, Section, Target
+from ..section import Section, Target
 from ._http import REQUEST_TIMEOUT, Connection, open_session
 from .base import (
     Scenario,
@@ -37,6 +37,7 @@ from .base import (
     rate_text,
     ratio_text,
     run_json,
+    sessionguard_bars,
     summed,
 )
 
@@ -445,28 +446,16 @@ def _table(runs: Sequence[SubjectRun[BurstResult]], params: RunParams) -> str:
 
 
 def section(runs: Sequence[SubjectRun[BurstResult]], params: RunParams) -> Section:
-    baselines = {run_.subject.baseline for run_ in runs if run_.subject.baseline}
-    bars = [
-        Bar(
-            PANEL,
-            run_.subject.name,
-            run_.result.requests_per_s,
-            # merge=False baselines are drawn with the peers: nobody should deploy them.
-            run_.subject.is_sessionguard and run_.subject.name not in baselines,
-        )
-        for run_ in runs
-        if run_.result is not None and math.isfinite(run_.result.requests_per_s)
-    ]
-    bars += [
-        Bar(
-            LOST_PANEL,
-            run_.subject.name,
-            100 * run_.result.lost_updates / run_.result.keys_acknowledged,
-            run_.subject.is_sessionguard and run_.subject.name not in baselines,
-        )
-        for run_ in runs
-        if run_.result is not None and run_.result.keys_acknowledged
-    ]
+    bars = sessionguard_bars(PANEL, runs, lambda result: result.requests_per_s)
+    bars += sessionguard_bars(
+        LOST_PANEL,
+        runs,
+        lambda result: (
+            100 * result.lost_updates / result.keys_acknowledged
+            if result.keys_acknowledged
+            else None
+        ),
+    )
     data = {
         "clients": params.clients,
         "requests_per_client": params.requests,
