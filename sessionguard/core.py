@@ -286,8 +286,18 @@ class SessionCore:
         if not self.merge:
             return (yield from self._overwrite(session, loaded))
         key = loaded.key
+        # What to write if the record is still the one this request loaded: encoded here,
+        # outside the store's lock.
+        data = dict(session)
+        unchanged = Write(
+            self._payload(data, loaded.created_at) if data else None,
+            self._expiry(loaded.created_at),
+        )
         for _ in range(self.max_attempts):  # bounds the pointers followed
-            merge = _Merge(self, session, loaded)
+            # Versions are only comparable within one key: after following a pointer, the
+            # new id's version may equal the old one's by chance (per-key counters).
+            expected = (loaded.version, unchanged) if key == loaded.key else None
+            merge = _Merge(self, session, loaded.created_at, expected)
             version = yield Update(key, merge)
             if merge.merged:
                 self._emit(EventKind.MERGE, key)
@@ -348,13 +358,22 @@ class SessionCore:
 class _Merge:
     """The `update` callback of a save: the newest record with this request's changes.
 
-    Pure apart from remembering what it saw, since a store may call it more than once.
+    `unchanged` is (version, write): if the record still has that version, there is
+    nothing to merge and `write` is stored as it is. Pure apart from remembering what it
+    saw, since a store may call it more than once.
     """
 
-    def __init__(self, core: SessionCore, session: Session, loaded: Loaded) -> None:
+    def __init__(
+        self,
+        core: SessionCore,
+        session: Session,
+        created_at: float,
+        unchanged: tuple[int, Write] | None,
+    ) -> None:
         self._core = core
         self._session = session
-        self._loaded = loaded
+        self._created_at = created_at  # stands in for that of an unreadable record
+        self._unchanged = unchanged
         self.moved_to: str | None = None
         self.is_empty = False
         self.merged = False  # a concurrent save was merged with
@@ -364,25 +383,25 @@ class _Merge:
         self.merged = False
         if record is None:
             return None
-        if record.version == self._loaded.version:
-            # Unchanged since this request loaded it: nothing to merge, nothing to decode.
-            data, created_at = dict(self._session), self._loaded.created_at
-        else:
-            try:
-                envelope = decode(record.payload)
-            except CorruptSessionError as exc:
-                # The newest copy is unreadable; this request's changes start it over.
-                logger.warning("replacing corrupt session record during merge: %s", exc.reason)
-                envelope = Envelope({}, self._loaded.created_at)
-            if envelope.moved_to is not None:
-                self.moved_to = envelope.moved_to
-                return None
-            data = self._session.apply_changes(envelope.data)
-            created_at = envelope.created_at
-            self.merged = True
+        if self._unchanged is not None and record.version == self._unchanged[0]:
+            write = self._unchanged[1]
+            self.is_empty = write.payload is None
+            return write
+        try:
+            envelope = decode(record.payload)
+        except CorruptSessionError as exc:
+            # The newest copy is unreadable; this request's changes start it over.
+            logger.warning("replacing corrupt session record during merge: %s", exc.reason)
+            envelope = Envelope({}, self._created_at)
+        if envelope.moved_to is not None:
+            self.moved_to = envelope.moved_to
+            return None
+        data = self._session.apply_changes(envelope.data)
+        self.merged = True
         self.is_empty = not data
         if self.is_empty:
             return Write(None)  # an emptied session is deleted, as a new empty one is never stored
+        created_at = envelope.created_at
         return Write(self._core._payload(data, created_at), self._core._expiry(created_at))
 
 

@@ -586,3 +586,23 @@ async def test_corrupt_record_is_rejected_and_kept(api: StoreAPI, clock: FakeClo
     assert isinstance(answer, ErrorResponse) and answer.status == 400
     record = await api.load(key)
     assert record is not None and record.payload == b"garbage"
+
+
+async def test_request_in_flight_during_regenerate_merges_into_the_new_session(
+    api: StoreAPI, clock: FakeClock
+) -> None:
+    # Stores that count versions per key (Redis, SQL) give the old and the new id the same
+    # small numbers: the in-flight request must still merge, not overwrite the new record.
+    driver = CoreDriver(api, clock)
+    key = await driver.create(user="alice")
+    in_flight, login = await driver.open(key), await driver.open(key)
+
+    login.regenerate()
+    login["role"] = "admin"
+    await driver.run(driver.core.commit(login))
+    in_flight["cart"] = ["book"]
+    result = await driver.run(driver.core.commit(in_flight))
+
+    assert result == ()  # the browser already holds the new cookie
+    final = await driver.open(login.id)
+    assert dict(final) == {"user": "alice", "role": "admin", "cart": ["book"]}
