@@ -99,7 +99,7 @@ def _scan(args: argparse.Namespace, out: TextIO) -> int:
     try:
         report = ScanReport()
         for found in store.scan(batch_size=args.batch):
-            report.add(found, None if found.expired else corrupt_reason(found))
+            report.add(found, corrupt_reason(found))
         if isinstance(store, FileStore):
             report.leftover_temp_files = [key_hash(k) for k in store.leftover_temp_files()]
     finally:
@@ -209,7 +209,7 @@ def _purge_corrupt(
         progress.show(
             "corrupt", examined, None, f"{examined:,} examined, {result.corrupt:,} removed"
         )
-        reason = None if found.expired else corrupt_reason(found)
+        reason = corrupt_reason(found)
         if reason is None:
             continue
         name = key_hash(found.key)

@@ -15,13 +15,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .codec import Envelope, Serializer, decode, encode
+from .codec import Envelope, Serializer, encode
 from .cookie import CookieSettings, Signer, read_cookie
 from .errors import ConfigurationError, ConflictError, CorruptSessionError, StoreUnavailableError
 from .events import Event, EventBus, EventKind, Hook
 from .legacy import LegacyCookie, legacy_key
 from .ops import Delete, Flow, Load, LoadLegacy, Quarantine, Save, Touch, Update, key_hash
 from .policy import CorruptionEvent, CorruptionPolicy, ErrorResponse
+from .record import decode_record
 from .session import Loaded, Session
 from .stores.base import ABSENT, Record, Write
 
@@ -117,7 +118,7 @@ class SessionCore:
             self._emit(EventKind.EXPIRED, key, "missing")  # idle-expired, purged or logged out
             return self._fresh(read_only, stale_cookie=True)
         try:
-            envelope = decode(record.payload)
+            envelope = decode_record(record)
         except CorruptSessionError as exc:
             return (yield from self._corrupt(key, record, exc, read_only))
         if envelope.moved_to is not None:
@@ -141,7 +142,7 @@ class SessionCore:
         record: Record | None = yield Load(key)
         if record is not None:
             try:
-                data = decode(record.payload).data
+                data = decode_record(record).data
             except CorruptSessionError as exc:
                 logger.warning("migrated session %s is corrupt: %s", key_hash(key), exc.reason)
         if data is None and legacy.source is not None:
@@ -388,7 +389,7 @@ class _Merge:
             self.is_empty = write.payload is None
             return write
         try:
-            envelope = decode(record.payload)
+            envelope = decode_record(record)
         except CorruptSessionError as exc:
             # The newest copy is unreadable; this request's changes start it over.
             logger.warning("replacing corrupt session record during merge: %s", exc.reason)
@@ -424,7 +425,7 @@ class _Move:
         if record is None:
             return None
         try:
-            envelope: Envelope | None = decode(record.payload)
+            envelope: Envelope | None = decode_record(record)
         except CorruptSessionError:
             envelope = None  # unreadable: nothing to carry over
         if envelope is not None and envelope.moved_to is not None:
@@ -460,7 +461,7 @@ class _Carry:
             return None  # the new session was deleted meanwhile: leave it so
         data = self._session.apply_changes(self._newest_old)
         try:
-            current = decode(record.payload).data
+            current = decode_record(record).data
         except CorruptSessionError:
             current = self._first
         for key, value in current.items():

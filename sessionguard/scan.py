@@ -8,9 +8,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import decode
 from .errors import CorruptReason, CorruptSessionError
 from .ops import key_hash
+from .record import decode_record
 from .stores.base import StoredRecord
 
 __all__ = ["UNUSUAL_FACTOR", "UNUSUAL_LISTED", "ScanReport", "corrupt_reason"]
@@ -23,7 +23,12 @@ UNUSUAL_LISTED = 10
 
 @dataclass
 class ScanReport:
-    """What `scan` found. `corrupt` counts only unexpired records (purge removes the rest)."""
+    """What `scan` found.
+
+    Bytes decide corruption, the deadline decides expiry: a record that fails its checks
+    is counted as corrupt whatever its deadline, and only intact records as live or
+    expired.
+    """
 
     live: int = 0
     expired: int = 0
@@ -39,12 +44,12 @@ class ScanReport:
         return sum(self.by_reason.values())
 
     def add(self, found: StoredRecord, reason: CorruptReason | None) -> None:
-        if found.expired:
-            self.expired += 1
-        elif reason is None:
-            self.live += 1
-        else:
+        if reason is not None:
             self.by_reason[reason] += 1
+        elif found.expired:
+            self.expired += 1
+        else:
+            self.live += 1
         size, name = len(found.record.payload), key_hash(found.key)
         self.sizes.append(size)
         self._ordered = None
@@ -133,7 +138,7 @@ def _bytes(size: float) -> str:
 def corrupt_reason(found: StoredRecord) -> CorruptReason | None:
     """Why the record does not decode, or `None` if it does (never unpickles)."""
     try:
-        decode(found.record.payload)
+        decode_record(found.record)
     except CorruptSessionError as exc:
         return exc.reason
     return None

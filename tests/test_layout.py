@@ -20,7 +20,9 @@ LAYERS = {
     "cookie": 1,
     "policy": 1,
     "stores.base": 1,
+    "stores.frame": 1,
     "session": 2,
+    "record": 2,
     "stores.memory": 2,
     "stores.file": 2,
     "stores.redis": 2,
@@ -47,7 +49,7 @@ LAYERS = {
     "cli": 8,  # the `sessionguard` command, on top of everything
     "__main__": 9,
 }
-STORE_MAY_IMPORT = {"stores.base", "errors"}
+STORE_MAY_IMPORT = {"stores.base", "stores.frame", "errors"}
 FRAMEWORKS = {"starlette", "fastapi", "flask", "werkzeug", "django", "quart", "aiohttp"}
 # Reading Django's sessions means checking their signatures with django.core.signing,
 # imported lazily when a Django reader is created (only `sessionguard migrate` does that).
@@ -70,8 +72,10 @@ def imports_of(path: Path) -> tuple[set[str], set[str]]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.level:
             base = package[: len(package) - node.level + 1] if node.level > 1 else package
-            target = ".".join([*base, node.module] if node.module else base)
-            ours.add(target)
+            if node.module:
+                ours.add(".".join([*base, node.module]))
+            else:  # `from . import frame`: each name is a module
+                ours.update(".".join([*base, alias.name]) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             theirs.add(node.module.split(".")[0])
         elif isinstance(node, ast.Import):

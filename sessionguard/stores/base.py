@@ -30,7 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from ..errors import ConfigurationError, ConflictError, StoreUnavailableError
+from ..errors import (
+    ConfigurationError,
+    ConflictError,
+    CorruptSessionError,
+    StoreUnavailableError,
+)
 
 __all__ = [
     "ABSENT",
@@ -62,11 +67,18 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One stored session as the store sees it."""
+    """One stored session as the store sees it.
+
+    `damage` is set by a store that checks its own framing (`FileStore`) when the bytes
+    are not a record as it wrote them; `payload` is then every byte found, so that the
+    corruption policy can judge, log and quarantine them. A damaged record never counts
+    as expired: without intact bytes there is no deadline to trust.
+    """
 
     payload: bytes
     version: int
     expires_at: float
+    damage: CorruptSessionError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +146,9 @@ class SyncStore(Protocol):
     def load(self, key: str) -> Record | None:
         """Return the live record for `key`, or `None` if there is none or it has expired.
 
-        Never returns a partially written payload. Raises `StoreUnavailableError` when
-        the store cannot be read.
+        Never returns a partially written payload as if it were whole: bytes that a store
+        can tell are damaged come back with `Record.damage` set, whatever their age.
+        Raises `StoreUnavailableError` when the store cannot be read.
         """
 
     def save(

@@ -15,13 +15,17 @@ ab/cd/<key>                 the record; ab/cd come from a hash of the key (fan-o
 ab/cd/.<key>.tmp            the temp file of a write in progress for <key>
 ```
 
-* The record file holds exactly the payload. Its modification time *is* the record's
-  expiry deadline (set on the temp file before the rename), so `touch` is a single
-  atomic `os.utime` that never rewrites the body, and `purge_expired` needs only `stat`.
-  `touch` still takes the key's stripe lock: purge's "stat, still expired, unlink" must
-  not interleave with a refresh, or a session refreshed in that gap would be deleted.
-* The version used for compare-and-swap is a hash of the payload: equal bytes mean
-  equal state, so it needs no header and cannot suffer from reused inode numbers.
+* The record file is a 32-byte header and the payload (`sessionguard.stores.frame`). The
+  header holds the expiry deadline and checksums of itself and of the payload, so a file
+  is judged by its bytes alone: a copy that loses the files' times (`cp -r`, a restore)
+  keeps every session until its real deadline, and a file damaged or replaced by another
+  program reads as corrupt (`Record.damage`, or bytes the codec rejects), never as
+  expired. `touch` rewrites the file like any save (temp file, rename): a read-only
+  request does that at most about once a minute per session.
+* The version used for compare-and-swap is a hash of the payload, kept in the header:
+  equal bytes mean equal state, and it cannot suffer from reused inode numbers.
+* Records written by sessionguard 0.1 (the payload alone, the deadline in the mtime)
+  still load, with their mtime as the deadline, until they are next written.
 * Writers of one key serialise on that key's stripe lock (`flock`, released by the
   kernel if the holder dies) for the read-compare-write-rename step only. The temp file
   name is fixed per key and only written under that lock, so a writer killed mid-write
@@ -36,12 +40,14 @@ import errno
 import fcntl
 import functools
 import hashlib
+import math
 import os
 import re
 import time
 from collections.abc import Callable, Iterator
 
-from ..errors import ConfigurationError, StoreUnavailableError
+from ..errors import ConfigurationError, CorruptSessionError, StoreUnavailableError
+from . import frame
 from .base import (
     ABSENT,
     PurgeProgress,
@@ -158,7 +164,12 @@ class FileStore(ThreadedStore):
         return record
 
     def _read_any(self, path: str) -> Record | None:
-        """The record at `path`, expired or not; `None` if there is no file."""
+        """The record at `path`, expired or not; `None` if there is no file.
+
+        Only intact records have a finite deadline: a damaged record of ours comes back
+        with `damage` set, and bytes that are not ours at all (an empty file, a pickle, a
+        damaged 0.1 record) come back as they are for the codec to name; neither expires.
+        """
         with self._errors(f"read {path!r}"):
             try:
                 fd = os.open(path, os.O_RDONLY)
@@ -177,8 +188,15 @@ class FileStore(ThreadedStore):
                     payload = b"".join(chunks)
             finally:
                 os.close(fd)
-        expires_at = stat.st_mtime
-        return Record(payload, _version_of(payload), expires_at)
+        try:
+            found = frame.read(payload)
+        except CorruptSessionError as exc:
+            return Record(payload, _version_of(payload), math.inf, damage=exc)
+        if found is not None:
+            return Record(found.payload, found.version, found.expires_at)
+        if frame.is_intact_v1_record(payload):
+            return Record(payload, _version_of(payload), stat.st_mtime)
+        return Record(payload, _version_of(payload), math.inf)
 
     def load(self, key: str) -> Record | None:
         return self._read(self._locate(key)[1])
@@ -194,8 +212,7 @@ class FileStore(ThreadedStore):
                 current = self._read(path)
                 if (current.version if current else ABSENT) != expected_version:
                     return None
-            self._write(parent, path, key, payload, expires_at)
-        return _version_of(payload)
+            return self._write(parent, path, key, payload, expires_at)
 
     def update(self, key: str, updater: Updater) -> int | None:
         # The stripe lock covers read, merge and rename: a few hundred microseconds,
@@ -209,10 +226,12 @@ class FileStore(ThreadedStore):
                 with self._errors(f"delete {path!r}"), contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
                 return ABSENT
-            self._write(parent, path, key, write.payload, write.expires_at)
-        return _version_of(write.payload)
+            return self._write(parent, path, key, write.payload, write.expires_at)
 
-    def _write(self, parent: str, path: str, key: str, payload: bytes, expires_at: float) -> None:
+    def _write(self, parent: str, path: str, key: str, payload: bytes, expires_at: float) -> int:
+        """Replace the record at `path` atomically; return its version."""
+        digest = frame.digest_of(payload)
+        data = frame.pack(payload, expires_at, digest) + payload
         tmp = os.path.join(parent, f".{key}{_TMP_SUFFIX}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         with self._errors(f"create {tmp!r}"):
@@ -224,11 +243,9 @@ class FileStore(ThreadedStore):
         try:
             with self._errors(f"write {tmp!r}"):
                 try:
-                    view = memoryview(payload)
+                    view = memoryview(data)
                     while view:
                         view = view[os.write(fd, view) :]
-                    # After the last write: writing would move the deadline again.
-                    os.utime(fd, (self._clock(), expires_at))
                     if self.durable:
                         os.fsync(fd)
                 finally:
@@ -244,36 +261,39 @@ class FileStore(ThreadedStore):
         if self.durable:
             with self._errors(f"sync directory {parent!r}", replaced=True):
                 _fsync_directory(parent)
+        return frame.version_of(digest)
 
     def delete(self, key: str, *, expected_version: int | None = None) -> bool:
         _, path, stripe = self._locate(key)
         with self._stripe_lock(stripe):
-            if expected_version is not None:
-                current = self._read(path)
-                if current is None or current.version != expected_version:
-                    return False
+            current = self._read_any(path)
+            if current is None:
+                return False
+            live = current.expires_at > self._clock()
+            if expected_version is not None and not (live and current.version == expected_version):
+                return False
             with self._errors(f"delete {path!r}"):
                 try:
-                    # An expired record is removed too, but it was not live: report
-                    # `False`, as a store that expires records by itself would.
-                    expired = os.stat(path).st_mtime <= self._clock()
                     os.unlink(path)
                 except FileNotFoundError:
                     return False
-        return not expired
+        # An expired record is removed too, but it was not live: report `False`, as a
+        # store that expires records by itself would.
+        return live
 
     def touch(self, key: str, expires_at: float) -> bool:
-        # utime alone is atomic, but "still live? then move the deadline" is two steps, and
-        # purge's "still expired? then unlink" is two more: without the lock a refresh
-        # landing between purge's check and its unlink would be deleted after succeeding.
-        _, path, stripe = self._locate(key)
-        with self._stripe_lock(stripe), self._errors(f"touch {path!r}"):
-            try:
-                if os.stat(path).st_mtime <= self._clock():
-                    return False
-                os.utime(path, (self._clock(), expires_at))
-            except FileNotFoundError:
+        # The deadline is in the file's bytes, so moving it is a rewrite (a 0.1 record
+        # gets the header on the way). Under the stripe lock: "still live? then move the
+        # deadline" must not interleave with a save, or with purge's "still expired?
+        # then unlink", which would delete a session refreshed in between.
+        parent, path, stripe = self._locate(key)
+        with self._stripe_lock(stripe):
+            current = self._read_any(path)
+            # Only an intact record has a finite deadline; damaged bytes are left as
+            # they are for the corruption policy, never given a fresh header.
+            if current is None or not self._clock() < current.expires_at < math.inf:
                 return False
+            self._write(parent, path, key, current.payload, expires_at)
         return True
 
     # -- maintenance -------------------------------------------------------------------
@@ -375,10 +395,13 @@ class FileStore(ThreadedStore):
                 with self._errors(f"remove {orphan!r}"), contextlib.suppress(FileNotFoundError):
                     os.unlink(orphan)
                 return 0
+            # Only bytes that are intact say when they expire: a damaged or foreign file
+            # is corrupt whatever its age, and stays for `purge --corrupt` to handle.
+            record = self._read_any(path)
+            if record is None or record.expires_at > self._clock():
+                return 0
             with self._errors(f"purge {path!r}"):
                 try:
-                    if os.stat(path).st_mtime > self._clock():
-                        return 0
                     os.unlink(path)
                 except FileNotFoundError:
                     return 0
@@ -413,9 +436,9 @@ def _locate(directory: str, stripes: int, key: str) -> tuple[str, str, int]:
     return parent, os.path.join(parent, key), digest[2] % stripes
 
 
-def _version_of(payload: bytes) -> int:
-    # Never ABSENT (0): that value means "no record".
-    return int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), "big") or 1
+def _version_of(raw: bytes) -> int:
+    # What a file without an intact header is versioned by: 0.1 used this for every record.
+    return frame.version_of(frame.digest_of(raw))
 
 
 def _fsync_directory(path: str) -> None:

@@ -1,7 +1,9 @@
 """Corrupt session files planted under a real app, for both policies and both adapters.
 
-Each case damages the real record file of a session created through the app, keeping
-the file's mtime (its expiry deadline) in the future so the store still serves it.
+Each case damages the real record file of a session created through the app in place,
+as a crashed foreign writer or a migration script would: the file gets a fresh mtime.
+The bytes decide that the record is corrupt; nothing about the file's times may make it
+look expired instead (sessionguard 0.1 kept the deadline in the mtime, and did).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +38,12 @@ CORRUPTIONS: dict[str, tuple[Callable[[bytes], bytes], CorruptReason]] = {
         CorruptReason.LEGACY_PICKLE,
     ),
     "flipped_bit": (_flip_one_bit, CorruptReason.CHECKSUM_MISMATCH),
+    # Within the first 24 bytes: where the record's header (and its deadline) is.
+    "truncated_header": (lambda good: good[:12], CorruptReason.TRUNCATED),
+    "flipped_header_bit": (
+        lambda good: good[:17] + bytes([good[17] ^ 0x40]) + good[18:],
+        CorruptReason.CHECKSUM_MISMATCH,
+    ),
 }
 
 
@@ -48,15 +57,14 @@ async def _create(client: AppClient, requests: int) -> SetCookie:
 
 
 def _plant(store: CountingFileStore, session_id: str, damage: Callable[[bytes], bytes]) -> bytes:
-    """Damage the record of `session_id` in place, keeping its mtime (expiry); return the bytes."""
+    """Damage the record of `session_id` in place (a fresh mtime); return the bytes."""
     path = store._locate(session_id)[1]
-    before = os.stat(path)
-    assert before.st_mtime > store._clock(), "a live record's mtime is its future deadline"
     with open(path, "rb") as file:
         bad = damage(file.read())
-    with open(path, "wb") as file:
+    with open(path, "r+b") as file:
+        file.truncate(0)
         file.write(bad)
-    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(path).st_mtime <= time.time()
     return bad
 
 

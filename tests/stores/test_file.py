@@ -25,6 +25,7 @@ import pytest
 
 from sessionguard.errors import ConfigurationError, StoreUnavailableError
 from sessionguard.stores import FileStore, Record
+from tests.record_files import deadline_of, framed, payload_of
 
 if TYPE_CHECKING:
     from tests.stores.conftest import FakeClock, Tree
@@ -64,19 +65,20 @@ def test_save_renames_a_complete_temp_file_from_the_same_directory(
     store: FileStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_replace = os.replace
-    renames: list[tuple[str, str, bytes, float]] = []
+    renames: list[tuple[str, str, bytes]] = []
 
     def replace(src: str, dst: str) -> None:
-        renames.append((src, dst, Path(src).read_bytes(), os.stat(src).st_mtime))
+        renames.append((src, dst, Path(src).read_bytes()))
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
     store.save(KEY, NEW, expires_at=clock.now + 60)
 
     path = record_path(store, KEY)
-    assert renames == [(str(path.parent / f".{KEY}.tmp"), str(path), NEW, clock.now + 60)]
-    assert path.read_bytes() == NEW
-    assert os.stat(path).st_mtime == clock.now + 60
+    complete = framed(NEW, clock.now + 60)
+    assert renames == [(str(path.parent / f".{KEY}.tmp"), str(path), complete)]
+    assert path.read_bytes() == complete
+    assert deadline_of(path) == clock.now + 60
     assert not (path.parent / f".{KEY}.tmp").exists()
 
 
@@ -132,7 +134,7 @@ def test_missing_directory_with_create_false_is_a_configuration_error(tmp_path: 
 class Step:
     """One OS call of `FileStore._write` and how to fail it."""
 
-    function: Literal["open", "write", "utime", "fsync", "close", "replace"]
+    function: Literal["open", "write", "fsync", "close", "replace"]
     target: Literal["temp", "directory"]
     errno: int
     #: What the message must say was being done.
@@ -155,7 +157,6 @@ STEPS = {
     "short-write-then-enospc": Step(
         "write", "temp", errno.ENOSPC, "could not write", short_first=True
     ),
-    "utime-eio": Step("utime", "temp", errno.EIO, "could not write"),
     "fsync-eio": Step("fsync", "temp", errno.EIO, "could not write"),
     # Delayed allocation: a full disk may surface only at fsync.
     "fsync-enospc": Step("fsync", "temp", errno.ENOSPC, "could not write"),
@@ -168,7 +169,7 @@ STEPS = {
 
 
 class FaultInjector:
-    """Wraps `os.open/write/utime/fsync/close/replace`: while armed, fails `step` for the
+    """Wraps `os.open/write/fsync/close/replace`: while armed, fails `step` for the
     matching call only. It follows which descriptors belong to a temp file or directory by
     watching `os.open` and `os.close`, so the fault hits that one call and nothing else."""
 
@@ -179,7 +180,7 @@ class FaultInjector:
         self.temp_fds: set[int] = set()
         self.dir_fds: set[int] = set()
         self.real: dict[str, Callable[..., Any]] = {}
-        for name in ("open", "write", "utime", "fsync", "close", "replace"):
+        for name in ("open", "write", "fsync", "close", "replace"):
             self.real[name] = getattr(os, name)
             monkeypatch.setattr(os, name, self._wrap(name))
 
@@ -263,14 +264,14 @@ async def test_fault_at_each_write_step_raises_unavailable_and_keeps_the_old_rec
         assert "may not survive a power cut" in message
         record = store.load(KEY)
         assert record is not None and (record.payload, record.expires_at) == (NEW, clock.now + 120)
-        assert path.read_bytes() == NEW
+        assert payload_of(path) == NEW
     else:
         assert "left as it was" in message
         assert store.load(KEY) == Record(OLD, old_version, clock.now + 60)
-        assert path.read_bytes() == OLD
+        assert payload_of(path) == OLD
     # Nothing is left behind that blocks the next write: no held lock, no stale temp file.
     await save_via(mode, store, KEY, b"after", clock.now + 60)
-    assert path.read_bytes() == b"after"
+    assert payload_of(path) == b"after"
 
 
 def test_temp_file_that_cannot_be_removed_after_a_fault_is_left_for_the_next_write(
@@ -297,12 +298,12 @@ def test_temp_file_that_cannot_be_removed_after_a_fault_is_left_for_the_next_wri
     faults.armed = False
     monkeypatch.setattr(os, "unlink", real_unlink)
     assert len(temp_files(directory)) == 1
-    assert record_path(store, KEY).read_bytes() == OLD
+    assert payload_of(record_path(store, KEY)) == OLD
 
     store.save(KEY, NEW, expires_at=clock.now + 120)  # reuses and renames the orphan
 
     assert temp_files(directory) == []
-    assert record_path(store, KEY).read_bytes() == NEW
+    assert payload_of(record_path(store, KEY)) == NEW
 
 
 def test_permission_denied_on_the_directory_is_unavailable_not_a_miss(
@@ -323,7 +324,7 @@ def test_permission_denied_on_the_directory_is_unavailable_not_a_miss(
         store.load(KEY)
     monkeypatch.undo()
 
-    assert record_path(store, KEY).read_bytes() == OLD
+    assert payload_of(record_path(store, KEY)) == OLD
 
 
 # -- locking -------------------------------------------------------------------------------
@@ -375,11 +376,11 @@ def test_load_takes_no_lock_and_save_waits_for_the_stripe_lock(
             saving = pool.submit(store.save, KEY, NEW, expires_at=clock.now + 60)
             assert flock_waiters.wait(WAIT)
             assert not finishes_within(saving, 0.1), "save did not wait for the lock"
-            assert record_path(store, KEY).read_bytes() == OLD
+            assert payload_of(record_path(store, KEY)) == OLD
         assert saving.result(timeout=WAIT) is not None
     finally:
         pool.shutdown(wait=True)
-    assert record_path(store, KEY).read_bytes() == NEW
+    assert payload_of(record_path(store, KEY)) == NEW
 
 
 # -- purge_expired -------------------------------------------------------------------------
@@ -414,8 +415,7 @@ def test_purge_does_not_remove_a_temp_file_while_its_writer_holds_the_lock(
     pool = concurrent.futures.ThreadPoolExecutor(1)
     try:
         with holding_lock(lock_path(store, KEY)):  # this test is the writer
-            temp.write_bytes(NEW)
-            os.utime(temp, (clock.now, clock.now + 60))
+            temp.write_bytes(framed(NEW, clock.now + 60))
             purging = pool.submit(store.purge_expired)
             assert flock_waiters.wait(WAIT)
             assert not finishes_within(purging, 0.1), "purge did not wait for the writer"
