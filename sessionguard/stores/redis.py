@@ -7,6 +7,13 @@ operation is one round trip: the compare-and-swap, the conditional delete and th
 and `touch` are Lua scripts, which Redis runs atomically. `touch` moves the deadline and
 the key's expiry and does not rewrite the body.
 
+The deadline in the hash is the authority, the TTL only the means by which Redis drops
+the key on time. An RDB or AOF restore keeps TTLs (both store absolute times), but a
+key's TTL can be lost: `PERSIST`, `RESTORE` with a TTL of 0, a copy made by a tool that
+does not carry TTLs. Such a key would live forever, so every script compares `e` with
+the server's clock (the clock `PEXPIREAT` uses) and treats a key past it as absent, and
+`purge_expired` removes those keys.
+
 Requires the `redis` extra: `pip install 'sessionguard[redis]'`.
 """
 
@@ -23,6 +30,7 @@ from .base import (
     StoredRecord,
     Updater,
     aupdate_by_swap,
+    purge_in_one_go,
     update_by_swap,
     validate_key,
 )
@@ -42,17 +50,36 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisStore"]
 
+# Prepended to every script: whether deadline `e` (Unix seconds) has passed by the server's
+# clock. TIME is allowed before writes because scripts replicate their effects (Redis 5+).
+_EXPIRED = """
+local function expired(e)
+  local now = redis.call('TIME')
+  return tonumber(e) <= tonumber(now[1]) + tonumber(now[2]) / 1000000
+end
+"""
+
 # KEYS[1] = session key. Returns {payload, version, deadline} or nil.
-_LOAD = """
+_LOAD = (
+    _EXPIRED
+    + """
 local fields = redis.call('HMGET', KEYS[1], 'p', 'v', 'e')
-if not fields[1] then return nil end
+if not (fields[1] and fields[2] and fields[3]) or expired(fields[3]) then return nil end
 return fields
 """
+)
 
 # ARGV = expected version ('' = unconditional), payload, deadline in unix ms, deadline.
 # Returns the new version, or 0 on a compare-and-swap miss.
-_SAVE = """
+_SAVE = (
+    _EXPIRED
+    + """
 local current = redis.call('HGET', KEYS[1], 'v')
+local e = redis.call('HGET', KEYS[1], 'e')
+if current and e and expired(e) then
+  redis.call('DEL', KEYS[1])  -- its TTL was lost; it is not live, so start afresh
+  current = false
+end
 if ARGV[1] ~= '' then
   if ARGV[1] == '0' then
     if current then return 0 end
@@ -65,21 +92,43 @@ redis.call('HSET', KEYS[1], 'p', ARGV[2], 'e', ARGV[4])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return version
 """
+)
 
 # ARGV = deadline in unix ms, deadline. Returns 1 if the key existed.
-_TOUCH = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+_TOUCH = (
+    _EXPIRED
+    + """
+local e = redis.call('HGET', KEYS[1], 'e')
+if not e or expired(e) then return 0 end
 redis.call('HSET', KEYS[1], 'e', ARGV[2])
 return redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 """
+)
 
 # ARGV = expected version. Returns 1 if deleted.
-_DELETE_IF = """
-if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
+_DELETE_IF = (
+    _EXPIRED
+    + """
+local fields = redis.call('HMGET', KEYS[1], 'v', 'e')
+if fields[1] == ARGV[1] and fields[2] and not expired(fields[2]) then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+)
+
+# Removes the key if it is a session hash past its deadline (its TTL was lost).
+_PURGE_IF_EXPIRED = (
+    _EXPIRED
+    + """
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return 0 end
+local e = redis.call('HGET', KEYS[1], 'e')
+if e and redis.call('HEXISTS', KEYS[1], 'p') == 1 and expired(e) then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+)
 
 
 class RedisStore:
@@ -168,6 +217,9 @@ class RedisStore:
     def _key(self, key: str) -> str:
         return self.prefix + validate_key(key)
 
+    def _pattern(self) -> str:
+        return _glob_escape(self.prefix) + "*"
+
     # -- sync API --------------------------------------------------------------------------
 
     def load(self, key: str) -> Record | None:
@@ -206,34 +258,50 @@ class RedisStore:
         return update_by_swap(self, key, updater)
 
     def purge_expired(self) -> int:
-        """Redis removes expired keys itself (the TTL), so there is never anything to purge."""
-        return 0
+        """Remove session keys past their deadline whose TTL was lost (`PERSIST`, a copy
+        without TTLs); Redis removes every other expired key by itself."""
+        return purge_in_one_go(self)
 
     def purge_expired_batches(self, batch_size: int = 1000) -> Iterator[PurgeProgress]:
-        """Nothing to do: Redis removes expired keys itself."""
-        return iter(())
+        """`purge_expired` in `SCAN` steps; each key is checked and removed in one script,
+        so a key refreshed since `SCAN` listed it is kept. `total` is 0 (unknown)."""
+        client, _ = self._sync()
+        purge = client.register_script(_PURGE_IF_EXPIRED)
+        cursor: int | None = None
+        done = 0
+        while cursor != 0:
+            with _mapped_errors("purge"):
+                cursor, names = client.scan(cursor or 0, match=self._pattern(), count=batch_size)
+                pipe = client.pipeline(transaction=False)
+                for name in names:
+                    purge(keys=[name], client=pipe)
+                removed = sum(int(n) for n in pipe.execute())
+            done += 1
+            yield PurgeProgress(removed, done, 0)
 
     def scan(self, *, batch_size: int = 500) -> Iterator[StoredRecord]:
         """Every session key under this store's prefix, found with `SCAN` (never `KEYS`).
 
-        `expired` is always `False`: Redis deletes a key when its deadline passes. Keys
-        under the prefix that are not sessionguard hashes (another program's) are skipped.
+        `expired` is true only for keys whose TTL was lost (Redis deletes the others when
+        their deadline passes). Keys under the prefix that are not sessionguard hashes
+        (another program's) are skipped.
         Like `SCAN` itself, a key may be yielded twice if Redis resizes its table meanwhile
         (remembering every key to hide that would make memory grow with the store).
         """
         client, _ = self._sync()
-        pattern = _glob_escape(self.prefix) + "*"
         cursor: int | None = None
         while cursor != 0:
             with _mapped_errors("scan"):
-                cursor, names = client.scan(cursor or 0, match=pattern, count=batch_size)
+                cursor, names = client.scan(cursor or 0, match=self._pattern(), count=batch_size)
                 pipe = client.pipeline(transaction=False)
                 for name in names:
                     pipe.hmget(name, "p", "v", "e")
                 replies = pipe.execute(raise_on_error=False)
+                seconds, micros = client.time()
+            now = seconds + micros / 1e6  # the server's clock, as the scripts use
             for name, reply in zip(names, replies, strict=True):
                 raw = name if isinstance(name, bytes) else name.encode()
-                found = _scanned(raw[len(self.prefix.encode()) :], reply)
+                found = _scanned(raw[len(self.prefix.encode()) :], reply, now)
                 if found is not None:
                     yield found
 
@@ -278,7 +346,13 @@ class RedisStore:
         return await aupdate_by_swap(self, key, updater)
 
     async def apurge_expired(self) -> int:
-        return 0
+        client, _ = self._async()
+        purge = client.register_script(_PURGE_IF_EXPIRED)
+        removed = 0
+        async with _amapped_errors("purge"):
+            async for name in client.scan_iter(match=self._pattern(), count=1000):
+                removed += int(await purge(keys=[name]))
+        return removed
 
     async def aclose(self) -> None:
         self.close()
@@ -319,13 +393,14 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
 
-def _scanned(name: bytes, reply: Any) -> StoredRecord | None:
+def _scanned(name: bytes, reply: Any, now: float) -> StoredRecord | None:
     if isinstance(reply, Exception) or not isinstance(reply, list) or None in reply:
         return None  # not a session hash (or deleted since SCAN listed it)
     try:
         key = validate_key(name.decode("ascii"))
         payload, version, deadline = reply
-        return StoredRecord(key, Record(bytes(payload), int(version), float(deadline)), False)
+        record = Record(bytes(payload), int(version), float(deadline))
+        return StoredRecord(key, record, record.expires_at <= now)
     except ValueError:  # UnicodeDecodeError included
         return None
 

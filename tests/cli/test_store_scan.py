@@ -98,7 +98,8 @@ def test_purge_in_batches_removes_only_expired_records_in_bounded_steps(
     steps = list(store.purge_expired_batches(3))
 
     if expires_by_itself(store):
-        assert steps == []
+        # Redis dropped them itself; purge only walks the keys, for ones whose TTL was lost.
+        assert sum(step.removed for step in steps) == 0
     else:
         assert sum(step.removed for step in steps) == 10
         assert all(step.removed <= 3 for step in steps)
