@@ -180,23 +180,23 @@ class FileStore(ThreadedStore):
                 # One read of the whole file (records are replaced, never grown in place);
                 # the extra byte notices a file someone is appending to, and the loop
                 # reads the rest of it.
-                payload = os.read(fd, stat.st_size + 1)
-                if len(payload) > stat.st_size:
-                    chunks = [payload]
+                raw = os.read(fd, stat.st_size + 1)
+                if len(raw) > stat.st_size:
+                    chunks = [raw]
                     while chunk := os.read(fd, 1 << 16):
                         chunks.append(chunk)
-                    payload = b"".join(chunks)
+                    raw = b"".join(chunks)
             finally:
                 os.close(fd)
         try:
-            found = frame.read(payload)
+            found = frame.read(raw)
         except CorruptSessionError as exc:
-            return Record(payload, _version_of(payload), math.inf, damage=exc)
+            return Record(raw, _version_of(raw), math.inf, damage=exc)
         if found is not None:
             return Record(found.payload, found.version, found.expires_at)
-        if frame.is_intact_v1_record(payload):
-            return Record(payload, _version_of(payload), stat.st_mtime)
-        return Record(payload, _version_of(payload), math.inf)
+        if frame.is_intact_v1_record(raw):
+            return Record(raw, _version_of(raw), stat.st_mtime)
+        return Record(raw, _version_of(raw), math.inf)
 
     def load(self, key: str) -> Record | None:
         return self._read(self._locate(key)[1])

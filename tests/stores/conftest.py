@@ -33,7 +33,7 @@ class FakeClock:
 def clock() -> FakeClock:
     # Starts at the real time (Redis expires keys by its own clock, so deadlines must be
     # real ones), rounded to a whole second so deadlines survive the round trip through
-    # a file's nanosecond mtime exactly.
+    # a file's nanosecond mtime exactly (where 0.1 records keep their deadline).
     return FakeClock(float(int(time.time())))
 
 
