@@ -211,6 +211,15 @@ class SessionCore:
         except (StoreUnavailableError, ConflictError) as exc:
             self._log_unavailable("save", session.id, exc)
             return self.policy.unavailable_response(exc)
+        except _Rotated:
+            loaded = session.loaded
+            logger.info(
+                "save refused: session %s was regenerated while this request ran",
+                key_hash(loaded.key) if loaded else "-",
+                extra={"event": EventKind.ROTATED},
+            )
+            self._emit(EventKind.ROTATED, loaded.key if loaded else None)
+            return self.policy.rotated_response()
         cookies = (cookie,) if cookie is not None else ()
         return (*cookies, session.legacy_clear) if session.legacy_clear else cookies
 
@@ -273,7 +282,10 @@ class SessionCore:
             60, self.idle_timeout / 100
         ):
             return None
-        touched = yield Touch(loaded.key, expires_at)
+        # Only the record this request read: if the id was regenerated meanwhile, it now
+        # holds a forward pointer whose short lifetime must not be extended, and the
+        # browser already has the new cookie, which this response must not replace.
+        touched = yield Touch(loaded.key, expires_at, loaded.version)
         return self.cookie.set_header(self.signer.sign(loaded.key)) if touched else None
 
     def _update(self, session: Session, loaded: Loaded) -> Flow[str | None]:
@@ -302,6 +314,8 @@ class SessionCore:
             version = yield Update(key, merge)
             if merge.merged:
                 self._emit(EventKind.MERGE, key)
+            if merge.rotated:
+                raise _Rotated
             if version is not None:
                 if key != loaded.key:
                     return None  # merged into the regenerated session; its cookie is already out
@@ -343,17 +357,29 @@ class SessionCore:
         if new_version is None:  # pragma: no cover - see _create
             raise ConflictError("a freshly generated session id already exists in the store")
         now = self.clock()
-        move = _Move(self._payload({}, now, moved_to=new_key), now + self.regenerate_grace)
+        carry = session.carry_in_flight
+        pointer = self._payload(_CARRY_MARK if carry else {}, now, moved_to=new_key)
+        # The pointer's deadline is fixed here: nothing refreshes a pointer (see _refresh).
+        move = _Move(pointer, now + self.regenerate_grace)
         yield Update(loaded.key, move)
         if move.gone:
             # Logged out concurrently: logout wins, the new copy goes too.
             yield Delete(new_key)
             return self.cookie.clear_header()
-        if move.newest is not None and move.version != loaded.version:
+        if carry and move.newest is not None and move.version != loaded.version:
             # A concurrent save landed on the old id first: carry it over, our changes on top.
             yield Update(new_key, _Carry(self, session, move.newest, first, created_at))
         # (If another request regenerated concurrently, both new sessions stay valid.)
         return self.cookie.set_header(self.signer.sign(new_key))
+
+
+#: The data of a forward pointer that lets in-flight requests merge into the new session
+#: (`regenerate(carry_in_flight=True)`); a pointer carries no session data otherwise.
+_CARRY_MARK = {"carry_in_flight": True}
+
+
+class _Rotated(Exception):
+    """A save met a forward pointer that does not carry in-flight writes: refuse it."""
 
 
 class _Merge:
@@ -376,11 +402,13 @@ class _Merge:
         self._created_at = created_at  # stands in for that of an unreadable record
         self._unchanged = unchanged
         self.moved_to: str | None = None
+        self.rotated = False  # met a pointer that refuses in-flight writes
         self.is_empty = False
         self.merged = False  # a concurrent save was merged with
 
     def __call__(self, record: Record | None) -> Write | None:
         self.moved_to = None
+        self.rotated = False
         self.merged = False
         if record is None:
             return None
@@ -395,7 +423,10 @@ class _Merge:
             logger.warning("replacing corrupt session record during merge: %s", exc.reason)
             envelope = Envelope({}, self._created_at)
         if envelope.moved_to is not None:
-            self.moved_to = envelope.moved_to
+            if envelope.data == _CARRY_MARK:
+                self.moved_to = envelope.moved_to
+            else:
+                self.rotated = True
             return None
         data = self._session.apply_changes(envelope.data)
         self.merged = True

@@ -85,8 +85,8 @@ def _perform(op: Op, store: SyncStore) -> Any:
             return store.save(key, payload, expires_at=expires_at, expected_version=expected)
         case Delete(key, expected):
             return store.delete(key, expected_version=expected)
-        case Touch(key, expires_at):
-            return store.touch(key, expires_at)
+        case Touch(key, expires_at, expected):
+            return store.touch(key, expires_at, expected_version=expected)
         case Update(key, updater):
             return store.update(key, updater)
         case Quarantine():
@@ -104,8 +104,8 @@ async def _aperform(op: Op, store: AsyncStore) -> Any:
             return await store.asave(key, payload, expires_at=expires_at, expected_version=expected)
         case Delete(key, expected):
             return await store.adelete(key, expected_version=expected)
-        case Touch(key, expires_at):
-            return await store.atouch(key, expires_at)
+        case Touch(key, expires_at, expected):
+            return await store.atouch(key, expires_at, expected_version=expected)
         case Update(key, updater):
             return await store.aupdate(key, updater)
         case Quarantine():

@@ -32,6 +32,9 @@ class EventKind(enum.StrEnum):
     STORE_ERROR = "store_error"  # the store was unavailable: answered 503
     EXPIRED = "expired"  # reason: "absolute" lifetime, or "missing" (idle expiry or deleted)
     REGENERATE = "regenerate"
+    # A save by a request that loaded the session before a regenerate() that did not
+    # carry in-flight writes: refused with 409, nothing written.
+    ROTATED = "rotated"
     INVALIDATE = "invalidate"
     REJECTED_COOKIE = "rejected_cookie"  # bad format or signature: never looked up
     ADOPT = "adopt"  # a session of the replaced backend became a sessionguard session

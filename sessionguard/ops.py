@@ -6,13 +6,12 @@ and sends the result back into the flow.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .legacy import LegacySource
-from .stores.base import Record, Updater
+from .stores.base import Record, Updater, key_hash
 
 __all__ = [
     "Delete",
@@ -61,6 +60,7 @@ class Update:
 class Touch:
     key: str
     expires_at: float
+    expected_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +84,3 @@ class Quarantine:
 Op = Load | Save | Delete | Touch | Update | Quarantine | LoadLegacy
 Flow = Generator[Op, Any, _T]
 
-
-def key_hash(key: str) -> str:
-    """A short, stable name for a session in logs and events that does not reveal its id."""
-    return hashlib.blake2b(key.encode(), digest_size=6).hexdigest()

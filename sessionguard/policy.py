@@ -61,6 +61,10 @@ class CorruptionPolicy:
         on_event: Callable[[CorruptionEvent], None] | None = None,
         retry_after: int = 5,
         reject_body: bytes = b"Invalid session data\n",
+        rotated_body: bytes = (
+            b"The session was renewed (a login) while this request ran; its changes were "
+            b"not saved. Retry the request.\n"
+        ),
         unavailable_body: bytes = (
             b"Session storage is temporarily unavailable. Your session is intact; "
             b"please retry shortly.\n"
@@ -77,6 +81,7 @@ class CorruptionPolicy:
         self.on_event = on_event
         self.retry_after = retry_after
         self.reject_body = reject_body
+        self.rotated_body = rotated_body
         self.unavailable_body = unavailable_body
 
     def decide(self, event: CorruptionEvent) -> Action:
@@ -95,6 +100,16 @@ class CorruptionPolicy:
             400,
             self.reject_body,
             (("content-type", "text/plain; charset=utf-8"), ("set-cookie", clear_cookie)),
+        )
+
+    def rotated_response(self) -> ErrorResponse:
+        """The answer to a save that lost to a login: the session it read was regenerated
+        while it ran, so its changes were not saved; sets no cookie (the browser already
+        has the new one)."""
+        return ErrorResponse(
+            409,
+            self.rotated_body,
+            (("content-type", "text/plain; charset=utf-8"), ("cache-control", "no-store")),
         )
 
     def unavailable_response(self, exc: StoreUnavailableError | ConflictError) -> ErrorResponse:

@@ -44,6 +44,7 @@ class Session(MutableMapping[str, Any]):
         self.set_keys: set[str] = set()
         self.deleted_keys: set[str] = set()
         self.regenerated = False
+        self.carry_in_flight = False
         self.invalidated = False
         # The request carried a cookie that leads nowhere (bad signature, expired, reset):
         # clear it unless this session ends up saved under a new id.
@@ -71,11 +72,20 @@ class Session(MutableMapping[str, Any]):
             self.set_keys.clear()
             self.deleted_keys.clear()
 
-    def regenerate(self) -> None:
+    def regenerate(self, *, carry_in_flight: bool = False) -> None:
         """Move this session's data to a new id; call it at login to defeat session fixation.
 
-        The old id stays valid for a short grace window only as a forward pointer, so
-        requests still in flight on it merge their changes into the new session.
+        The new session holds what this request read and changed. By default nothing
+        else can reach it: a request still in flight on the old id that tries to save
+        afterwards is refused (409, nothing written), and changes other requests saved
+        on the old id while this one ran are not carried over. Whoever held the old id
+        (an attacker who fixated it, say) can never write into the logged-in session.
+
+        `carry_in_flight=True` lets the old id forward, for a short grace window, the
+        changes of requests in flight on it into the new session. Only do that where the
+        old id cannot have been planted by someone else (a `__Host-` cookie, no sibling
+        subdomains you do not control): those requests cannot be told apart from the
+        user's own.
         """
         self._check_writable()
         self.id = new_id()
@@ -83,6 +93,7 @@ class Session(MutableMapping[str, Any]):
         # old id left to point from, so it is saved as a plain new session.
         if not self.invalidated:
             self.regenerated = True
+            self.carry_in_flight = carry_in_flight
 
     def invalidate(self) -> None:
         """Delete the session from the store and clear the cookie (logout).

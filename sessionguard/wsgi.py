@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Unpack
 
 from .driver import run_sync
@@ -133,5 +134,4 @@ def _respond(start_response: StartResponse, response: ErrorResponse) -> list[byt
 
 
 def _status_line(response: ErrorResponse) -> str:
-    reasons = {400: "Bad Request", 503: "Service Unavailable"}
-    return f"{response.status} {reasons.get(response.status, '')}".rstrip()
+    return f"{response.status} {HTTPStatus(response.status).phrase}"

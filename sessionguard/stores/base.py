@@ -22,6 +22,7 @@ import abc
 import asyncio
 import contextvars
 import functools
+import hashlib
 import random
 import re
 import time
@@ -51,6 +52,7 @@ __all__ = [
     "Updater",
     "Write",
     "aupdate_by_swap",
+    "key_hash",
     "purge_in_one_go",
     "update_by_swap",
     "validate_key",
@@ -71,8 +73,10 @@ class Record:
 
     `damage` is set by a store that checks its own framing (`FileStore`) when the bytes
     are not a record as it wrote them; `payload` is then every byte found, so that the
-    corruption policy can judge, log and quarantine them. A damaged record never counts
-    as expired: without intact bytes there is no deadline to trust.
+    corruption policy can judge, log and quarantine them. Where nothing was read (a
+    record that is not a regular file, or is larger than the store reads), `payload` is
+    `b""`. A damaged record never counts as expired: without intact bytes there is no
+    deadline to trust.
     """
 
     payload: bytes
@@ -128,6 +132,11 @@ Updater = Callable[["Record | None"], "Write | None"]
 UPDATE_ATTEMPTS = 32
 
 
+def key_hash(key: str) -> str:
+    """A short, stable name for a session in logs, events and errors that does not reveal its id."""
+    return hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
+
+
 def validate_key(key: str) -> str:
     """Return `key` if it is safe to use as a file name or Redis key, else raise `ValueError`.
 
@@ -167,10 +176,13 @@ class SyncStore(Protocol):
         Returns whether a record was removed.
         """
 
-    def touch(self, key: str, expires_at: float) -> bool:
-        """Move the expiry deadline without rewriting the payload or changing the version.
+    def touch(self, key: str, expires_at: float, *, expected_version: int | None = None) -> bool:
+        """Move the expiry deadline without changing the payload or the version.
 
-        Returns `False` if there is no live record.
+        With `expected_version`, only if the live record still has that version (a
+        read-only request refreshes only the record it read: never a forward pointer left
+        by a concurrent `regenerate()`, whose lifetime is fixed). Returns `False` if there
+        is no live record (with that version).
         """
 
     def update(self, key: str, updater: Updater) -> int | None:
@@ -200,7 +212,9 @@ class AsyncStore(Protocol):
 
     async def adelete(self, key: str, *, expected_version: int | None = None) -> bool: ...
 
-    async def atouch(self, key: str, expires_at: float) -> bool: ...
+    async def atouch(
+        self, key: str, expires_at: float, *, expected_version: int | None = None
+    ) -> bool: ...
 
     async def aupdate(self, key: str, updater: Updater) -> int | None: ...
 
@@ -275,7 +289,9 @@ class SyncBackedStore(abc.ABC):
     def delete(self, key: str, *, expected_version: int | None = None) -> bool: ...
 
     @abc.abstractmethod
-    def touch(self, key: str, expires_at: float) -> bool: ...
+    def touch(
+        self, key: str, expires_at: float, *, expected_version: int | None = None
+    ) -> bool: ...
 
     @abc.abstractmethod
     def update(self, key: str, updater: Updater) -> int | None: ...
@@ -302,8 +318,10 @@ class SyncBackedStore(abc.ABC):
     async def adelete(self, key: str, *, expected_version: int | None = None) -> bool:
         return await self._run(self.delete, key, expected_version=expected_version)
 
-    async def atouch(self, key: str, expires_at: float) -> bool:
-        return await self._run(self.touch, key, expires_at)
+    async def atouch(
+        self, key: str, expires_at: float, *, expected_version: int | None = None
+    ) -> bool:
+        return await self._run(self.touch, key, expires_at, expected_version=expected_version)
 
     async def aupdate(self, key: str, updater: Updater) -> int | None:
         return await self._run(self.update, key, updater)

@@ -281,7 +281,7 @@ class FileStore(ThreadedStore):
         # store that expires records by itself would.
         return live
 
-    def touch(self, key: str, expires_at: float) -> bool:
+    def touch(self, key: str, expires_at: float, *, expected_version: int | None = None) -> bool:
         # The deadline is in the file's bytes, so moving it is a rewrite (a 0.1 record
         # gets the header on the way). Under the stripe lock: "still live? then move the
         # deadline" must not interleave with a save, or with purge's "still expired?
@@ -292,6 +292,8 @@ class FileStore(ThreadedStore):
             # Only an intact record has a finite deadline; damaged bytes are left as
             # they are for the corruption policy, never given a fresh header.
             if current is None or not self._clock() < current.expires_at < math.inf:
+                return False
+            if expected_version is not None and current.version != expected_version:
                 return False
             self._write(parent, path, key, current.payload, expires_at)
         return True

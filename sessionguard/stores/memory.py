@@ -69,11 +69,13 @@ class MemoryStore(SyncBackedStore):
             del self._records[key]
             return True
 
-    def touch(self, key: str, expires_at: float) -> bool:
+    def touch(self, key: str, expires_at: float, *, expected_version: int | None = None) -> bool:
         validate_key(key)
         with self._lock:
             current = self._live(key)
             if current is None:
+                return False
+            if expected_version is not None and current.version != expected_version:
                 return False
             self._records[key] = Record(current.payload, current.version, expires_at)
             return True

@@ -94,12 +94,14 @@ return version
 """
 )
 
-# ARGV = deadline in unix ms, deadline. Returns 1 if the key existed.
+# ARGV = deadline in unix ms, deadline, expected version ('' = any). Returns 1 if touched.
 _TOUCH = (
     _EXPIRED
     + """
-local e = redis.call('HGET', KEYS[1], 'e')
+local fields = redis.call('HMGET', KEYS[1], 'v', 'e')
+local e = fields[2]
 if not e or expired(e) then return 0 end
+if ARGV[3] ~= '' and fields[1] ~= ARGV[3] then return 0 end
 redis.call('HSET', KEYS[1], 'e', ARGV[2])
 return redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 """
@@ -246,11 +248,12 @@ class RedisStore:
                 return bool(client.delete(name))
             return bool(delete_if(keys=[name], args=[expected_version]))
 
-    def touch(self, key: str, expires_at: float) -> bool:
+    def touch(self, key: str, expires_at: float, *, expected_version: int | None = None) -> bool:
         name = self._key(key)
         _, (*_, touch) = self._sync()
+        args = [*_touch_args(expires_at), "" if expected_version is None else expected_version]
         with _mapped_errors("touch"):
-            return bool(touch(keys=[name], args=_touch_args(expires_at)))
+            return bool(touch(keys=[name], args=args))
 
     def update(self, key: str, updater: Updater) -> int | None:
         # Each attempt is two atomic round trips; Redis is fast enough that losing the race
@@ -336,11 +339,14 @@ class RedisStore:
                 return bool(await client.delete(name))
             return bool(await delete_if(keys=[name], args=[expected_version]))
 
-    async def atouch(self, key: str, expires_at: float) -> bool:
+    async def atouch(
+        self, key: str, expires_at: float, *, expected_version: int | None = None
+    ) -> bool:
         name = self._key(key)
         _, (*_, touch) = self._async()
+        args = [*_touch_args(expires_at), "" if expected_version is None else expected_version]
         async with _amapped_errors("touch"):
-            return bool(await touch(keys=[name], args=_touch_args(expires_at)))
+            return bool(await touch(keys=[name], args=args))
 
     async def aupdate(self, key: str, updater: Updater) -> int | None:
         return await aupdate_by_swap(self, key, updater)

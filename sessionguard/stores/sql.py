@@ -184,8 +184,8 @@ class SQLStore:
         with self._begin("delete") as conn:
             return bool(conn.execute(stmt).scalar())
 
-    def touch(self, key: str, expires_at: float) -> bool:
-        stmt = _touch(self.table, validate_key(key), expires_at, self._clock())
+    def touch(self, key: str, expires_at: float, *, expected_version: int | None = None) -> bool:
+        stmt = _touch(self.table, validate_key(key), expires_at, expected_version, self._clock())
         with self._begin("touch") as conn:
             return conn.execute(stmt).rowcount > 0
 
@@ -263,8 +263,10 @@ class SQLStore:
         async with self._abegin("delete") as conn:
             return bool((await conn.execute(stmt)).scalar())
 
-    async def atouch(self, key: str, expires_at: float) -> bool:
-        stmt = _touch(self.table, validate_key(key), expires_at, self._clock())
+    async def atouch(
+        self, key: str, expires_at: float, *, expected_version: int | None = None
+    ) -> bool:
+        stmt = _touch(self.table, validate_key(key), expires_at, expected_version, self._clock())
         async with self._abegin("touch") as conn:
             return (await conn.execute(stmt)).rowcount > 0
 
@@ -343,9 +345,14 @@ def _delete(table: sa.Table, key: str, expected: int | None, now: float) -> Any:
     return stmt.returning(table.c.expires_at > now)
 
 
-def _touch(table: sa.Table, key: str, expires_at: float, now: float) -> sa.Update:
+def _touch(
+    table: sa.Table, key: str, expires_at: float, expected: int | None, now: float
+) -> sa.Update:
     c = table.c
-    return sa.update(table).where(c.id == key, c.expires_at > now).values(expires_at=expires_at)
+    stmt = sa.update(table).where(c.id == key, c.expires_at > now)
+    if expected is not None:
+        stmt = stmt.where(c.version == expected)
+    return stmt.values(expires_at=expires_at)
 
 
 def _purge_batch(table: sa.Table, now: float, limit: int = _PURGE_BATCH) -> sa.Delete:

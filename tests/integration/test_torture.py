@@ -219,7 +219,7 @@ HOLDS = ("h-set", "h-delete")
 
 # gunicorn: 6 sync workers, as the two held requests each occupy one.
 @pytest.mark.parametrize(("kind", "workers"), [("gunicorn", 6), ("uvicorn", 2)])
-async def test_regenerate_carries_in_flight_writes_and_forks_later_old_cookie_requests(
+async def test_regenerate_with_carry_carries_in_flight_writes_and_forks_later_requests(
     kind: ServerKind,
     workers: int,
     start_server: StartServer,
@@ -248,7 +248,7 @@ async def test_regenerate_carries_in_flight_writes_and_forks_later_old_cookie_re
                 lambda: all(process.completed() >= 4 for process in background),
                 "the background clients to get going",
             )
-            login = await call(client, old, "/login", v="alice")
+            login = await call(client, old, "/login", v="alice", carry="1")
         finally:
             for name in HOLDS:
                 (hold_dir / f"{name}.go").touch()

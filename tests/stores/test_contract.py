@@ -133,10 +133,12 @@ class StoreAPI:
             return self.store.delete(key, expected_version=expected_version)
         return await self.store.adelete(key, expected_version=expected_version)
 
-    async def touch(self, key: str, expires_at: float) -> bool:
+    async def touch(
+        self, key: str, expires_at: float, *, expected_version: int | None = None
+    ) -> bool:
         if self.mode == "sync":
-            return self.store.touch(key, expires_at)
-        return await self.store.atouch(key, expires_at)
+            return self.store.touch(key, expires_at, expected_version=expected_version)
+        return await self.store.atouch(key, expires_at, expected_version=expected_version)
 
     async def update(self, key: str, updater: Updater) -> int | None:
         if self.mode == "sync":
@@ -271,6 +273,22 @@ async def test_touch_moves_the_deadline_and_keeps_payload_and_version(
     clock.advance(50)  # past the old deadline, before the new one
 
     assert await api.load(KEY) == Record(BINARY, version, clock.now + 50)
+
+
+async def test_touch_with_a_version_moves_only_that_version_of_the_record(
+    api: StoreAPI, clock: FakeClock
+) -> None:
+    old = await api.save(KEY, b"read by a slow request", expires_at=clock.now + 10)
+    new = await api.save(KEY, b"pointer", expires_at=clock.now + 30)
+    assert old is not None and new is not None and old != new
+
+    # The slow read-only request refreshes what it read: a record that has changed since
+    # (a regenerate's forward pointer) keeps its own deadline.
+    assert await api.touch(KEY, clock.now + 1000, expected_version=old) is False
+    assert await api.load(KEY) == Record(b"pointer", new, clock.now + 30)
+    assert await api.touch(KEY, clock.now + 60, expected_version=new) is True
+    assert await api.load(KEY) == Record(b"pointer", new, clock.now + 60)
+    assert await api.touch(OTHER, clock.now + 60, expected_version=new) is False
 
 
 async def test_touch_of_a_missing_key_is_false_and_creates_nothing(
@@ -588,7 +606,25 @@ async def test_corrupt_record_is_rejected_and_kept(api: StoreAPI, clock: FakeClo
     assert record is not None and record.payload == b"garbage"
 
 
-async def test_request_in_flight_during_regenerate_merges_into_the_new_session(
+async def test_request_in_flight_during_regenerate_is_refused_by_default(
+    api: StoreAPI, clock: FakeClock
+) -> None:
+    driver = CoreDriver(api, clock)
+    key = await driver.create(user="alice")
+    in_flight, login = await driver.open(key), await driver.open(key)
+
+    login.regenerate()
+    login["role"] = "admin"
+    await driver.run(driver.core.commit(login))
+    in_flight["cart"] = ["book"]
+    result = await driver.run(driver.core.commit(in_flight))
+
+    assert isinstance(result, ErrorResponse) and result.status == 409
+    final = await driver.open(login.id)
+    assert dict(final) == {"user": "alice", "role": "admin"}
+
+
+async def test_request_in_flight_during_regenerate_with_carry_merges_into_the_new_session(
     api: StoreAPI, clock: FakeClock
 ) -> None:
     # Stores that count versions per key (Redis, SQL) give the old and the new id the same
@@ -597,7 +633,7 @@ async def test_request_in_flight_during_regenerate_merges_into_the_new_session(
     key = await driver.create(user="alice")
     in_flight, login = await driver.open(key), await driver.open(key)
 
-    login.regenerate()
+    login.regenerate(carry_in_flight=True)
     login["role"] = "admin"
     await driver.run(driver.core.commit(login))
     in_flight["cart"] = ["book"]

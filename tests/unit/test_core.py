@@ -59,9 +59,9 @@ class CountingStore(MemoryStore):
         self.calls["delete"] += 1
         return super().delete(key, expected_version=expected_version)
 
-    def touch(self, key: str, expires_at: float) -> bool:
+    def touch(self, key: str, expires_at: float, *, expected_version: int | None = None) -> bool:
         self.calls["touch"] += 1
-        return super().touch(key, expires_at)
+        return super().touch(key, expires_at, expected_version=expected_version)
 
     def writes(self) -> int:
         return self.calls["save"] + self.calls["delete"] + self.calls["touch"]
@@ -583,14 +583,70 @@ def test_regenerate_moves_data_to_a_new_id_and_leaves_a_pointer(
     assert pointer.data == {}
 
 
-def test_change_in_flight_on_the_old_id_lands_in_the_regenerated_session(
+def test_a_save_in_flight_on_the_old_id_is_refused_and_never_reaches_the_new_session(
+    core: SessionCore, store: CountingStore
+) -> None:
+    cookie = create(core, store, user=42)
+    old_key = key_of(core, cookie)
+    rider = open_session(core, store, cookie)  # whoever else holds the pre-login id
+    login = open_session(core, store, cookie)
+    login.regenerate()
+    login["role"] = "admin"
+    new_key = key_of(core, cookie_of(commit(core, store, login)))
+    pointer_before = store.load(old_key)
+
+    rider["csrf_token"] = "known-to-the-attacker"
+    refused = run_sync(core.commit(rider), store)
+
+    assert isinstance(refused, ErrorResponse) and refused.status == 409
+    assert not any(name.lower() == "set-cookie" for name, _ in refused.headers)
+    assert stored_data(store, new_key) == {"user": 42, "role": "admin"}
+    assert store.load(old_key) == pointer_before  # the pointer is not touched either
+
+
+def test_a_read_in_flight_on_the_old_id_sets_no_cookie_and_keeps_the_pointer_short(
+    core: SessionCore, store: CountingStore, clock: FakeClock
+) -> None:
+    cookie = create(core, store, user=42)
+    old_key = key_of(core, cookie)
+    reader = open_session(core, store, cookie)
+    login = open_session(core, store, cookie)
+    login.regenerate()
+    commit(core, store, login)
+    pointer = store.load(old_key)
+    assert pointer is not None and pointer.expires_at <= clock.now + core.regenerate_grace
+
+    clock.advance(120)  # the reader's refresh is due: its deadline would move by minutes
+    assert commit(core, store, reader) is None  # no cookie: the browser has the new one
+
+    clock.advance(core.regenerate_grace - 120 + 1)
+    assert store.load(old_key) is None, "a read on the old id extended the forward pointer"
+
+
+def test_changes_saved_on_the_old_id_while_the_login_ran_are_not_carried(
+    core: SessionCore, store: CountingStore
+) -> None:
+    cookie = create(core, store, user=42)
+    early = open_session(core, store, cookie)
+    login = open_session(core, store, cookie)
+    early["note"] = "planted"
+    commit(core, store, early)  # lands on the old id after the login read it
+
+    login.regenerate()
+    login["role"] = "admin"
+    new_key = key_of(core, cookie_of(commit(core, store, login)))
+
+    assert stored_data(store, new_key) == {"user": 42, "role": "admin"}
+
+
+def test_with_carry_a_change_in_flight_on_the_old_id_lands_in_the_regenerated_session(
     core: SessionCore, store: CountingStore
 ) -> None:
     cookie = create(core, store, user=42)
     old_key = key_of(core, cookie)
     c = open_session(core, store, cookie)  # opened before the regenerate commits
     login = open_session(core, store, cookie)
-    login.regenerate()
+    login.regenerate(carry_in_flight=True)
     login["role"] = "admin"
     new_key = key_of(core, cookie_of(commit(core, store, login)))
 
@@ -602,7 +658,7 @@ def test_change_in_flight_on_the_old_id_lands_in_the_regenerated_session(
     assert pointer is not None and pointer.moved_to == new_key
 
 
-def test_change_committed_on_the_old_id_before_regenerate_is_carried_over(
+def test_with_carry_a_change_committed_on_the_old_id_before_regenerate_is_carried_over(
     core: SessionCore, store: CountingStore
 ) -> None:
     cookie = create(core, store, user=42)
@@ -611,7 +667,7 @@ def test_change_committed_on_the_old_id_before_regenerate_is_carried_over(
     c["cart"] = ["book"]
     commit(core, store, c)
 
-    login.regenerate()
+    login.regenerate(carry_in_flight=True)
     login["role"] = "admin"
     new_key = key_of(core, cookie_of(commit(core, store, login)))
 
@@ -625,7 +681,7 @@ def test_carry_over_keeps_a_change_that_followed_the_pointer_meanwhile(
     early, follower, login = (open_session(core, store, cookie) for _ in range(3))
     early["cart"] = ["book"]
     commit(core, store, early)  # lands on the old id before the regenerate commits
-    login.regenerate()
+    login.regenerate(carry_in_flight=True)
     login["role"] = "admin"
 
     # Step through the regenerate: new copy, pointer, then the carry-over, with another

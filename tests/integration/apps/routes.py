@@ -8,7 +8,8 @@ whether a request worked on the session its cookie named or was given a fresh on
 * `/set?k=K&v=V`       sets `session[K] = V`
 * `/delete?k=K`        removes `K` if present
 * `/get`               changes nothing
-* `/login?v=USER`      sets `user`, then `session.regenerate()`
+* `/login?v=USER`      sets `user`, then `session.regenerate()`; with `carry=1`,
+                       `session.regenerate(carry_in_flight=True)`
 
 Any route also takes `hold=NAME` (only when `SESSIONGUARD_TEST_HOLD_DIR` is set): once
 the session is loaded the request creates `<hold dir>/NAME.loaded`, then waits, at most
@@ -113,7 +114,7 @@ def handle(session: Session, path: str, params: Mapping[str, str]) -> tuple[int,
             pass
         case "/login":
             session["user"] = params.get("v", "alice")
-            session.regenerate()
+            session.regenerate(carry_in_flight=params.get("carry") == "1")
         case _:
             return 404, b'{"error": "no such route"}'
     body = {"id": session.id, "is_new": session.is_new, "data": dict(session)}
