@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ FORMAT_VERSION = 1
 _FLAG_JSON = 0x01
 _HEADER = struct.Struct(">2sBBI")  # magic, version, flags, payload length
 _DIGEST_SIZE = 16
+# What `regenerate()` writes as a forward pointer: a session id (the store key charset).
+_POINTER_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 HEADER_SIZE = _HEADER.size + _DIGEST_SIZE
 
 
@@ -127,7 +130,8 @@ def _parse(payload: bytes, *, as_json: bool) -> Envelope:
         isinstance(body, list)
         and len(body) == 3
         and _is_timestamp(body[0])
-        and (body[1] is None or isinstance(body[1], str))
+        # A pointer names a store key: anything else would reach the store unvalidated.
+        and (body[1] is None or (isinstance(body[1], str) and _POINTER_RE.fullmatch(body[1])))
         and isinstance(body[2], dict)
         # map() keeps this loop in C: it runs on every request that has a session.
         and set(map(type, body[2])) <= {str}

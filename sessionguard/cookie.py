@@ -19,12 +19,13 @@ from typing import Literal
 
 from .errors import ConfigurationError
 
-__all__ = ["CookieSettings", "Signer", "new_id", "read_cookie"]
+__all__ = ["CookieSettings", "Signer", "new_id", "read_cookie", "read_cookies"]
 
 ID_BYTES = 20
 _SIGNED_RE = re.compile(r"([0-9a-f]{40})\.([A-Za-z0-9_-]{43})")
 # The signature is bound to this purpose so a key shared with other HMAC uses cannot mint ids.
 _SALT = b"sessionguard.cookie.v1|"
+_COOKIE_SEPARATORS = re.compile(r"[;,]")
 
 SameSite = Literal["lax", "strict", "none"]
 
@@ -34,19 +35,30 @@ def new_id() -> str:
     return secrets.token_hex(ID_BYTES)
 
 
-def read_cookie(header: str | None, name: str) -> str | None:
-    """Return the value of cookie `name` from a Cookie header, or `None`.
+def read_cookies(header: str | None, name: str) -> list[str]:
+    """Every value of cookie `name` in a Cookie header, in order.
 
-    Hand-rolled rather than `http.cookies.SimpleCookie`, which drops every cookie in the
-    header when one of them is malformed.
+    A browser sends several cookies of one name when they differ in path or domain (one
+    may have been set by a sibling subdomain), so the caller must weigh them all. Pairs
+    are separated by `;`, and also by `,`: that is how gunicorn (and RFC 7230 for any
+    repeated header) joins two `Cookie` header lines, and a cookie value cannot contain a
+    comma. Hand-rolled rather than `http.cookies.SimpleCookie`, which drops every cookie
+    in the header when one of them is malformed.
     """
     if not header:
-        return None
-    for part in header.split(";"):
+        return []
+    found = []
+    for part in _COOKIE_SEPARATORS.split(header):
         key, sep, value = part.partition("=")
         if sep and key.strip() == name:
-            return value.strip().strip('"')
-    return None
+            found.append(value.strip().strip('"'))
+    return found
+
+
+def read_cookie(header: str | None, name: str) -> str | None:
+    """The first value of cookie `name` in a Cookie header, or `None`."""
+    values = read_cookies(header, name)
+    return values[0] if values else None
 
 
 class Signer:
@@ -67,6 +79,11 @@ class Signer:
 
     def sign(self, session_id: str) -> str:
         return f"{session_id}.{self._signature(self._keys[0], session_id)}"
+
+    @staticmethod
+    def is_signed_format(value: str) -> bool:
+        """Whether `value` has the shape of our cookie (`<id>.<signature>`), valid or not."""
+        return len(value) < 128 and _SIGNED_RE.fullmatch(value) is not None
 
     def unsign(self, value: str) -> str | None:
         """Return the id if `value` is well formed and signed by one of the keys, else `None`."""
@@ -112,6 +129,20 @@ class CookieSettings:
         if self.domain and not re.fullmatch(r"\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*", self.domain):
             raise ConfigurationError(
                 f"domain {self.domain!r} is not a valid cookie domain (like 'example.com')"
+            )
+        # Browsers drop a prefixed cookie whose attributes break the prefix's rules
+        # (RFC 6265bis 4.1.3): refuse at start-up rather than lose every session.
+        if self.name.startswith("__Host-") and (
+            not self.https_only or self.path != "/" or self.domain
+        ):
+            raise ConfigurationError(
+                f"session_cookie {self.name!r}: a __Host- cookie needs https_only=True, "
+                f"path='/' and no domain (got https_only={self.https_only!r}, "
+                f"path={self.path!r}, domain={self.domain!r})"
+            )
+        if self.name.startswith("__Secure-") and not self.https_only:
+            raise ConfigurationError(
+                f"session_cookie {self.name!r}: a __Secure- cookie needs https_only=True"
             )
 
     def set_header(self, value: str) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .codec import Envelope, Serializer, encode
-from .cookie import CookieSettings, Signer, read_cookie
+from .cookie import CookieSettings, Signer, read_cookies
 from .errors import ConfigurationError, ConflictError, CorruptSessionError, StoreUnavailableError
 from .events import Event, EventBus, EventKind, Hook
 from .legacy import LegacyCookie, legacy_key
@@ -91,19 +91,15 @@ class SessionCore:
             return self.policy.unavailable_response(exc)
 
     def _open(self, cookie_header: str | None, read_only: bool) -> Flow[Session | ErrorResponse]:
-        value = read_cookie(cookie_header, self.cookie.name)
-        key = self.signer.unsign(value) if value is not None else None
-        if (
-            key is None
-            and self.legacy is not None
-            and (value is None or self.legacy.name == self.cookie.name)
-        ):
-            # Same name (Flask-Session and sessionguard both say "session"): a value that is
-            # not ours is the old backend's.
-            legacy_id = self.legacy.parse(read_cookie(cookie_header, self.legacy.name))
+        values = read_cookies(cookie_header, self.cookie.name)
+        # Several values when a sibling subdomain or another path set one too: the first
+        # that verifies is ours, and the others are never looked up or cleared.
+        key = next((k for v in values if (k := self.signer.unsign(v)) is not None), None)
+        if key is None and self.legacy is not None:
+            legacy_id = self._legacy_id(cookie_header, values)
             if legacy_id is not None:
                 return (yield from self._adopt(self.legacy, legacy_id, read_only))
-        if value is None:
+        if not values:
             return Session(read_only=read_only)
         if key is None:
             # Forged, garbled, oversized, or signed with a retired key: never looked up.
@@ -132,25 +128,65 @@ class SessionCore:
         loaded = Loaded(key, record.version, envelope.created_at, record.expires_at)
         return Session(envelope.data, loaded=loaded, read_only=read_only)
 
+    def _legacy_id(self, cookie_header: str | None, values: list[str]) -> str | None:
+        """The old backend's id in this request, if it carries one and none of ours."""
+        assert self.legacy is not None
+        if self.legacy.name == self.cookie.name:
+            # Flask-Session and sessionguard both say "session": a value that is not in our
+            # signed format is the old backend's. One that is, but did not verify, is a
+            # forgery of ours and never reaches any store.
+            candidates = [v for v in values if not self.signer.is_signed_format(v)]
+        elif values:
+            return None  # a cookie of ours that did not verify: rejected, not adopted
+        else:
+            candidates = read_cookies(cookie_header, self.legacy.name)
+        return next((i for v in candidates if (i := self.legacy.parse(v)) is not None), None)
+
     def _adopt(
         self, legacy: LegacyCookie, legacy_id: str, read_only: bool
     ) -> Flow[Session | ErrorResponse]:
-        """A request with only the old backend's cookie: carry its data into a new session."""
+        """A request with only the old backend's cookie: carry its data into a new session.
+
+        At most once per old id: the adoption atomically replaces the migrated record (or
+        the nothing where it would be) with a marker that names the new session and lives
+        as long as the old backend kept sessions (`LegacyCookie.max_age`). A concurrent or
+        replayed request with the same old cookie finds the marker and starts fresh, even
+        after the new session was logged out, and even with `source=`.
+        """
         record_id = legacy.record_id(legacy_id) if legacy.record_id else legacy_id
         key = legacy_key(legacy.name, record_id)
-        data: dict[str, Any] | None = None
         record: Record | None = yield Load(key)
-        if record is not None:
-            try:
-                data = decode_record(record).data
-            except CorruptSessionError as exc:
-                logger.warning("migrated session %s is corrupt: %s", key_hash(key), exc.reason)
-        if data is None and legacy.source is not None:
+        data, adopted = _migrated_data(key, record)
+        if adopted:
+            self._emit(EventKind.ADOPT_REFUSED, key)
+            return self._legacy_session(legacy, read_only)
+        if data is None and record is None and legacy.source is not None:
             found = yield LoadLegacy(legacy.source, legacy_id)
             data = dict(found) if found is not None else None
+        if not data:
+            return self._legacy_session(legacy, read_only)  # nothing to adopt: write nothing
         if read_only:  # a websocket cannot set cookies: show the data, adopt later over HTTP
             return Session(data, read_only=True)
-        session = Session()
+        session = self._legacy_session(legacy, read_only)
+        now = self.clock()
+        claim = _Claim(
+            record.version if record is not None else None,
+            Write(self._payload({}, now, moved_to=session.id), now + legacy.max_age),
+        )
+        yield Update(key, claim)
+        if not claim.won:
+            # Adopted, or changed, by a concurrent request with the same old cookie.
+            self._emit(EventKind.ADOPT_REFUSED, key)
+            return session
+        session.update(data)
+        self._emit(EventKind.ADOPT, key)
+        return session
+
+    def _legacy_session(self, legacy: LegacyCookie, read_only: bool) -> Session:
+        """A new session for a request that came with the old backend's cookie."""
+        session = Session(read_only=read_only)
+        if read_only:
+            return session
         if (legacy.name, legacy.path, legacy.domain) == (
             self.cookie.name,
             self.cookie.path,
@@ -159,10 +195,6 @@ class SessionCore:
             session.stale_cookie = True  # the same cookie: our own Set-Cookie replaces or clears it
         else:
             session.legacy_clear = legacy.clear_header()
-        if data:
-            session.update(data)
-            session.adopted_key = key if record is not None else None
-            self._emit(EventKind.ADOPT, key)
         return session
 
     def _fresh(self, read_only: bool, *, stale_cookie: bool) -> Session:
@@ -205,9 +237,6 @@ class SessionCore:
             return ()
         try:
             cookie = yield from self._commit(session)
-            if session.adopted_key is not None:
-                # Saved under its new id: the migrated copy must not be adoptable twice.
-                yield Delete(session.adopted_key)
         except (StoreUnavailableError, ConflictError) as exc:
             self._log_unavailable("save", session.id, exc)
             return self.policy.unavailable_response(exc)
@@ -435,6 +464,35 @@ class _Merge:
             return Write(None)  # an emptied session is deleted, as a new empty one is never stored
         created_at = envelope.created_at
         return Write(self._core._payload(data, created_at), self._core._expiry(created_at))
+
+
+def _migrated_data(key: str, record: Record | None) -> tuple[dict[str, Any] | None, bool]:
+    """(the data a migrated record holds, whether it is an adoption marker instead)."""
+    if record is None:
+        return None, False
+    try:
+        envelope = decode_record(record)
+    except CorruptSessionError as exc:
+        logger.warning("migrated session %s is corrupt: %s", key_hash(key), exc.reason)
+        return None, False
+    if envelope.moved_to is not None:
+        return None, True
+    return envelope.data, False
+
+
+class _Claim:
+    """The `update` callback of an adoption: replace exactly the record that was read (or
+    the absence of one) with the adoption marker; anything else means another request
+    got there first."""
+
+    def __init__(self, version: int | None, marker: Write) -> None:
+        self._version = version
+        self._marker = marker
+        self.won = False
+
+    def __call__(self, record: Record | None) -> Write | None:
+        self.won = (record.version if record is not None else None) == self._version
+        return self._marker if self.won else None
 
 
 class _Move:

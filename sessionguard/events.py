@@ -38,6 +38,7 @@ class EventKind(enum.StrEnum):
     INVALIDATE = "invalidate"
     REJECTED_COOKIE = "rejected_cookie"  # bad format or signature: never looked up
     ADOPT = "adopt"  # a session of the replaced backend became a sessionguard session
+    ADOPT_REFUSED = "adopt_refused"  # its old id was adopted before (a replay, or concurrent)
 
 
 #: Store operations, for latency histograms.

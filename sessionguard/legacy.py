@@ -59,6 +59,11 @@ class LegacyCookie:
     # Maps the cookie value to the id `migrate` keyed the record by (Flask-Session keeps only
     # a hash of the id on disk): pass `open_source(...).record_id`.
     record_id: Callable[[str], str] | None = None
+    # How long the old backend kept a session (Django's SESSION_COOKIE_AGE is 14 days,
+    # Flask's PERMANENT_SESSION_LIFETIME 31): an adopted old id is remembered this long,
+    # so a replayed old cookie can never be adopted again while the old session could
+    # still be valid.
+    max_age: int = 31 * 24 * 60 * 60
 
     def clear_header(self) -> str:
         return CookieSettings(name=self.name, path=self.path, domain=self.domain).clear_header()

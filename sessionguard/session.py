@@ -49,10 +49,8 @@ class Session(MutableMapping[str, Any]):
         # The request carried a cookie that leads nowhere (bad signature, expired, reset):
         # clear it unless this session ends up saved under a new id.
         self.stale_cookie = False
-        # Adopted from another backend's cookie: the Set-Cookie that clears that cookie,
-        # and the migrated record to remove once this session is saved under its new id.
+        # Adopted from another backend's cookie: the Set-Cookie that clears that cookie.
         self.legacy_clear: str | None = None
-        self.adopted_key: str | None = None
 
     @property
     def is_new(self) -> bool:

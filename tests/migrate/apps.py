@@ -44,6 +44,10 @@ def starlette_app(store: Store, legacy: LegacyCookie, session_cookie: str) -> St
         request.session["visits"] = request.session.get("visits", 0) + 1
         return JSONResponse(dict(request.session))
 
+    async def logout(request: Request) -> Response:
+        asgi.get_session(request).invalidate()
+        return JSONResponse({})
+
     middleware = Middleware(
         asgi.SessionMiddleware,
         secret_key=SECRET,
@@ -51,7 +55,8 @@ def starlette_app(store: Store, legacy: LegacyCookie, session_cookie: str) -> St
         session_cookie=session_cookie,
         legacy=legacy,
     )
-    return Starlette(routes=[Route("/read", read), Route("/visit", visit)], middleware=[middleware])
+    routes = [Route("/read", read), Route("/visit", visit), Route("/logout", logout)]
+    return Starlette(routes=routes, middleware=[middleware])
 
 
 def flask_app(store: Store, legacy: LegacyCookie, session_cookie: str) -> flask.Flask:
@@ -66,6 +71,11 @@ def flask_app(store: Store, legacy: LegacyCookie, session_cookie: str) -> flask.
         session = wsgi.get_session(flask.request.environ)
         session["visits"] = session.get("visits", 0) + 1
         return dict(session)
+
+    @app.get("/logout")
+    def logout() -> dict[str, Any]:
+        wsgi.get_session(flask.request.environ).invalidate()
+        return {}
 
     app.wsgi_app = wsgi.SessionMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, SECRET, store=store, session_cookie=session_cookie, legacy=legacy

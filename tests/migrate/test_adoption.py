@@ -6,13 +6,16 @@ Starlette (ASGI) or Flask (WSGI) app behind sessionguard with `legacy=LegacyCook
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from sessionguard.legacy import LegacyCookie, legacy_key
 from sessionguard.migrate import open_source
-from sessionguard.stores import Store
+from sessionguard.record import decode_record
+from sessionguard.stores import Record, Store
 
 from .apps import NEW_COOKIE, cookie_value, is_cleared, set_cookies
 from .conftest import ClientFactory, Legacy, Seed, files_state, flask_session_app
@@ -20,6 +23,25 @@ from .conftest import ClientFactory, Legacy, Seed, files_state, flask_session_ap
 # Flask-Session files are named by a hash of the id, so its migrated records cannot be found
 # from the cookie by the core yet (see test_migrated_flask_session_is_adopted_by_cookie).
 ADOPTABLE_AFTER_MIGRATION = ("django-file", "django-db", "beaker-file", "pickle-dir")
+
+
+class CountingLoads:
+    """A real store that notes every key loaded through it, sync or async."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.loads: list[str] = []
+
+    def load(self, key: str) -> Record | None:
+        self.loads.append(key)
+        return self.inner.load(key)
+
+    async def aload(self, key: str) -> Record | None:
+        self.loads.append(key)
+        return await self.inner.aload(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 async def _adopt_and_check(
@@ -56,8 +78,12 @@ async def test_migrated_session_is_adopted_from_the_legacy_cookie_alone(
     cookie = next(iter(legacy.sessions))
     await _adopt_and_check(legacy, cookie, make_client, target, source=False)
 
-    # The migrated copy went with the adoption: the old cookie cannot be adopted twice.
-    assert target.load(legacy_key(legacy.cookie_name, cookie)) is None
+    # The migrated copy went with the adoption, replaced by a marker that remembers the old
+    # id was adopted: the old cookie cannot be adopted twice.
+    marker = target.load(legacy_key(legacy.cookie_name, cookie))
+    assert marker is not None
+    remembered = decode_record(marker)
+    assert remembered.moved_to is not None and remembered.data == {}
     client = make_client(target, LegacyCookie(legacy.cookie_name))
     replay = await client.get("/read", {legacy.cookie_name: cookie})
     assert replay.json() == {}
@@ -171,6 +197,51 @@ async def test_legacy_cookie_with_the_same_name_as_the_new_one_is_adopted(
     # One Set-Cookie for the name: the new signed value, not a clearing one after it.
     headers = response.headers.get_list("set-cookie")
     assert len(headers) == 1 and not is_cleared(headers[0])
+
+
+async def test_a_replayed_old_cookie_is_never_adopted_again_even_with_source_and_logout(
+    legacy: Legacy, target: Store, make_client: ClientFactory
+) -> None:
+    """The old store is read-only, so only sessionguard can remember an adoption: a
+    replayed old cookie must not make a second copy of the user's data, not even after the
+    user logged out of the adopted session."""
+    cookie = next(iter(legacy.sessions))
+    new_cookie = await _adopt_and_check(legacy, cookie, make_client, target, source=True)
+    client = make_client(target, LegacyCookie(legacy.cookie_name, source=legacy.open()))
+
+    replay = await client.get("/read", {legacy.cookie_name: cookie})
+    assert replay.json() == {}
+    assert NEW_COOKIE not in set_cookies(replay)
+
+    await client.get("/logout", {NEW_COOKIE: new_cookie})
+    replay = await client.get("/visit", {legacy.cookie_name: cookie})
+    assert replay.json() == {"visits": 1}  # a fresh session, none of the old data
+
+
+async def test_a_forged_value_of_our_own_cookie_name_reaches_no_store(
+    seed: Seed, target: Store, make_client: ClientFactory
+) -> None:
+    """With a legacy cookie of the same name, a value shaped like ours that fails its
+    signature is a forgery, not an old backend's id: neither store sees it."""
+    legacy = seed("flask-session", [{"user_id": 42}])
+    looked_up: list[str] = []
+    source = legacy.open()
+
+    class Watching:
+        def load(self, legacy_id: str) -> Mapping[str, Any] | None:
+            looked_up.append(legacy_id)
+            return source.load(legacy_id)
+
+    watched = CountingLoads(target)
+    client = make_client(
+        cast(Store, watched), LegacyCookie("session", source=Watching()), session_cookie="session"
+    )
+    forged = "0123456789abcdef0123456789abcdef01234567." + "A" * 43
+
+    response = await client.get("/read", {"session": forged})
+
+    assert response.status_code == 200 and response.json() == {}
+    assert looked_up == [] and watched.loads == []
 
 
 def _old_root(legacy: Legacy) -> Path:

@@ -232,6 +232,10 @@ def test_decode_never_unpickles_a_malicious_pickle(tmp_path: Path, protocol: int
         (b"[" + b"9" * 400 + b",null,{}]", 1),  # too big for a float
         (b"[NaN,null,{}]", 1),
         (b"[Infinity,null,{}]", 1),
+        # Forward pointers naming something that is not a session id (a planted record).
+        (msgpack.packb([1.0, "../../etc/passwd", {}]), 0),
+        (msgpack.packb([1.0, "", {}]), 0),
+        (msgpack.packb([1.0, "a" * 129, {}]), 0),
     ],
 )
 def test_checksummed_payload_that_is_not_a_session_is_reported_undecodable(

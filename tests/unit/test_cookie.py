@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
-from sessionguard.cookie import CookieSettings, Signer, new_id, read_cookie
+from sessionguard.cookie import CookieSettings, Signer, new_id, read_cookie, read_cookies
 from sessionguard.errors import ConfigurationError
 
 SIGNED_RE = re.compile(r"[0-9a-f]{40}\.[A-Za-z0-9_-]{43}")
@@ -147,6 +148,55 @@ def test_read_cookie_finds_the_named_value(header: str | None, expected: str | N
 
 def test_read_cookie_uses_the_configured_name() -> None:
     assert read_cookie("session=one; sid=two", "sid") == "two"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("session=first; session=second", ["first", "second"]),
+        # gunicorn joins two Cookie header lines with ", " (RFC 7230's rule for repeats).
+        ("theme=dark; session=first, lang=en; session=second", ["first", "second"]),
+        ("session=only,session=two", ["only", "two"]),
+        ("theme=dark", []),
+        (None, []),
+    ],
+)
+def test_read_cookies_finds_every_value_separated_by_semicolons_or_commas(
+    header: str | None, expected: list[str]
+) -> None:
+    assert read_cookies(header, "session") == expected
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"https_only": False}, "https_only=True"),
+        ({"https_only": True, "path": "/app"}, "path='/'"),
+        ({"https_only": True, "domain": "example.com"}, "no domain"),
+    ],
+)
+def test_a_host_prefixed_cookie_must_keep_the_prefix_rules(
+    options: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(problem)):
+        CookieSettings(name="__Host-session", **options)
+
+
+def test_a_host_prefixed_cookie_is_secure_host_only_and_rooted() -> None:
+    header = CookieSettings(name="__Host-session", https_only=True).set_header("V")
+
+    assert header.startswith("__Host-session=V;")
+    attributes = _attributes(header)
+    assert "Secure" in attributes and "Path=/" in attributes
+    assert not any(a.startswith("Domain") for a in attributes)
+
+
+def test_a_secure_prefixed_cookie_needs_https_only() -> None:
+    with pytest.raises(ConfigurationError, match="__Secure-"):
+        CookieSettings(name="__Secure-session")
+    assert "Secure" in _attributes(
+        CookieSettings(name="__Secure-s", https_only=True).set_header("V")
+    )
 
 
 # -- Set-Cookie --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from sessionguard.cookie import Signer, new_id
 from sessionguard.core import SessionCore
 from sessionguard.driver import _perform, run_sync
 from sessionguard.errors import ConfigurationError, CorruptReason, StoreUnavailableError
+from sessionguard.legacy import LegacyCookie
 from sessionguard.ops import Save, Update, key_hash
 from sessionguard.options import SessionOptions, build_core
 from sessionguard.policy import Action, CorruptionEvent, CorruptionPolicy, ErrorResponse
@@ -957,3 +958,61 @@ def test_regenerate_does_not_restart_the_absolute_lifetime(
         session.regenerate()
         cookie = cookie_of(commit(core, store, session))
     assert clock.now <= START + 24 * 3600, "regenerating kept the session alive past its lifetime"
+
+
+# -- legacy adoption, once ----------------------------------------------------------------
+
+
+class OldStore:
+    """The replaced backend's sessions as a `LegacySource` sees them: read-only, by old id."""
+
+    def __init__(self, sessions: dict[str, dict[str, Any]]) -> None:
+        self.sessions = sessions
+
+    def load(self, legacy_id: str) -> dict[str, Any] | None:
+        return self.sessions.get(legacy_id)
+
+
+def test_two_requests_with_one_old_cookie_adopt_it_once(
+    store: CountingStore, clock: FakeClock
+) -> None:
+    old = OldStore({"oldsession0001": {"user_id": 7}})
+    core = make_core(clock, legacy=LegacyCookie("sessionid", source=old))
+    header = "sessionid=oldsession0001"
+    flows = [core.open(header), core.open(header)]
+    # Both requests read the old id before either claims it: the worst interleaving.
+    ops = [next(flow) for flow in flows]
+    while not all(isinstance(op, Update) for op in ops):
+        ops = [
+            op if isinstance(op, Update) else flow.send(_perform(op, store))
+            for flow, op in zip(flows, ops, strict=True)
+        ]
+    sessions = []
+    for flow, op in zip(flows, ops, strict=True):
+        with pytest.raises(StopIteration) as done:
+            flow.send(_perform(op, store))
+        sessions.append(done.value.value)
+
+    assert [dict(s) for s in sessions] == [{"user_id": 7}, {}]
+    assert all(s.is_new for s in sessions)
+    # And later, once the first is saved, the old id stays adopted.
+    saved = run_sync(core.commit(sessions[0]), store)
+    assert not isinstance(saved, ErrorResponse) and len(saved) == 2  # new cookie, old cleared
+    assert dict(open_session(core, store, header)) == {}
+
+
+def test_a_planted_pointer_naming_an_invalid_key_is_corrupt_and_never_followed(
+    core: SessionCore, store: CountingStore
+) -> None:
+    """Someone with write access to the store turns a live session into a "forward pointer"
+    to `../../etc/passwd`: a request in flight must not send that name to the store."""
+    cookie = create(core, store, user=42)
+    key = key_of(core, cookie)
+    in_flight = open_session(core, store, cookie)
+    planted = encode(Envelope({}, START, moved_to="../../etc/passwd"))
+    store.save(key, planted, expires_at=FAR_FUTURE)
+
+    in_flight["cart"] = ["book"]
+    commit(core, store, in_flight)  # raised ValueError (a 500) before
+
+    assert stored_data(store, key) == {"cart": ["book"]}  # the unreadable record started over
