@@ -37,6 +37,7 @@ from .ops import key_hash
 from .scan import ScanReport, corrupt_reason
 from .stores.base import ScannableStore, Store, StoredRecord
 from .stores.file import FileStore
+from .stores.filesafety import make_private_dirs
 
 __all__ = ["main", "open_store"]
 
@@ -231,11 +232,12 @@ def _purge_corrupt(
 
 def _copy_aside(directory: str, file_name: str, found: StoredRecord) -> None:
     """Write the record's bytes to `directory` and make them durable, before any delete."""
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    make_private_dirs(directory)
     path = os.path.join(directory, file_name)
     try:
         # O_EXCL: never overwrite an earlier copy; a clash is the same record seen twice.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # O_NOFOLLOW: never write through a link someone planted at the name.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
         return
     try:

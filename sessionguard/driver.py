@@ -15,6 +15,7 @@ from .errors import ConflictError, StoreUnavailableError
 from .events import Event, EventBus, EventKind
 from .ops import Delete, Flow, Load, LoadLegacy, Op, Quarantine, Save, Touch, Update, key_hash
 from .stores.base import AsyncStore, SyncStore
+from .stores.filesafety import make_private_dirs
 
 __all__ = ["run_async", "run_sync"]
 
@@ -118,9 +119,10 @@ async def _aperform(op: Op, store: AsyncStore) -> Any:
 def _write_quarantine(op: Quarantine) -> None:
     path = os.path.join(op.directory, op.file_name)
     try:
-        os.makedirs(op.directory, mode=0o700, exist_ok=True)
+        make_private_dirs(op.directory)
         # O_EXCL: never overwrite an earlier copy; a clash is the same record seen twice.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # O_NOFOLLOW: never write through a link someone planted at the name.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
         return
     except OSError as exc:

@@ -45,6 +45,10 @@ class CorruptReason(enum.StrEnum):
     CHECKSUM_MISMATCH = "checksum_mismatch"
     LEGACY_PICKLE = "legacy_pickle"
     UNDECODABLE = "undecodable"
+    #: `FileStore` found a FIFO, socket, device, directory or symbolic link, never read.
+    NOT_A_FILE = "not_a_file"
+    #: `FileStore` found a file larger than its `max_record_size`, never read.
+    OVERSIZED = "oversized"
 
 
 class CorruptSessionError(SessionGuardError):

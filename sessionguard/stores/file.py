@@ -29,8 +29,15 @@ ab/cd/.<key>.tmp            the temp file of a write in progress for <key>
 * Writers of one key serialise on that key's stripe lock (`flock`, released by the
   kernel if the holder dies) for the read-compare-write-rename step only. The temp file
   name is fixed per key and only written under that lock, so a writer killed mid-write
-  leaves at most one temp file per key, which the next write or `purge_expired` reuses
-  or removes; the lock files are never unlinked, so no one can lose a lock they hold.
+  leaves at most one temp file per key, which the next write of that key or
+  `purge_expired` removes; the lock files are never unlinked, so no one can lose a lock
+  they hold.
+* Nothing on disk is trusted blindly (`sessionguard.stores.filesafety`): the directory,
+  `.locks` and the fan-out directories must belong to the user the store runs as and be
+  writable by no one else; no symbolic link inside the store is ever followed; only
+  regular files of at most `max_record_size` bytes are read. Anything else at a record's
+  name is a damaged record (`not_a_file`, `oversized`), never read, whose name (never
+  what it points to) the corruption policy may remove.
 """
 
 from __future__ import annotations
@@ -43,11 +50,17 @@ import hashlib
 import math
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterator
 
-from ..errors import ConfigurationError, CorruptSessionError, StoreUnavailableError
-from . import frame
+from ..errors import (
+    ConfigurationError,
+    CorruptReason,
+    CorruptSessionError,
+    StoreUnavailableError,
+)
+from . import filesafety, frame
 from .base import (
     ABSENT,
     PurgeProgress,
@@ -55,6 +68,7 @@ from .base import (
     StoredRecord,
     ThreadedStore,
     Updater,
+    key_hash,
     purge_in_one_go,
     validate_key,
 )
@@ -75,6 +89,16 @@ class FileStore(ThreadedStore):
     saved session survives a power cut; `durable=False` skips both and survives process
     crashes only. The async methods run the same code in a bounded thread pool of
     `max_threads` threads.
+
+    `directory` (and every missing level above it) is created with mode 0700. It may be
+    a symbolic link the operator made, but it, and everything in it, must be owned by
+    the user the store runs as and writable by no one else: `ConfigurationError` at
+    construction, `StoreUnavailableError` for a fan-out directory met later, each saying
+    how to fix it (`chmod 700 ...`, `chown ...`).
+
+    `max_record_size` (1 MiB) bounds what is read for one session, header included: a
+    larger file is a damaged record (`oversized`) and is never read, and a save that
+    would write one raises `StoreUnavailableError` and keeps the previous record.
     """
 
     def __init__(
@@ -85,21 +109,40 @@ class FileStore(ThreadedStore):
         create: bool = True,
         stripes: int = 64,
         max_threads: int = 8,
+        max_record_size: int = 1 << 20,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(max_threads=max_threads)
         if not 1 <= stripes <= 256:
             raise ConfigurationError(f"stripes must be between 1 and 256, got {stripes!r}")
+        if (
+            not isinstance(max_record_size, int)
+            or isinstance(max_record_size, bool)
+            or max_record_size < frame.HEADER_SIZE
+        ):
+            raise ConfigurationError(
+                f"max_record_size must be a number of bytes of at least {frame.HEADER_SIZE} "
+                f"(a record's header), got {max_record_size!r}"
+            )
         self.directory = os.path.abspath(os.fspath(directory))
         self.durable = durable
+        self.max_record_size = max_record_size
         self._stripes = stripes
         self._clock = clock
+        # Fan-out directories that passed `_check_fan_out`: one lstat each per process.
+        self._trusted: set[str] = set()
         if not create and not os.path.isdir(self.directory):
             raise ConfigurationError(
                 f"The session directory {self.directory!r} doesn't exist. Create it, "
                 "or pass create=True to let FileStore create it."
             )
-        os.makedirs(os.path.join(self.directory, _LOCK_DIR), mode=0o700, exist_ok=True)
+        filesafety.make_private_dirs(self.directory)
+        # The directory itself is judged through a link the operator may have made; what
+        # is inside it, never.
+        filesafety.require_private(self.directory, os.stat(self.directory), "session directory")
+        locks = os.path.join(self.directory, _LOCK_DIR)
+        if not filesafety.make_private_dir(locks):
+            filesafety.require_private(locks, os.lstat(locks), "lock directory")
 
     # -- paths -------------------------------------------------------------------------
 
@@ -107,15 +150,30 @@ class FileStore(ThreadedStore):
         """Return (directory, file path, stripe) for a key."""
         return _locate(self.directory, self._stripes, key)
 
+    def _place(self, key: str) -> tuple[str, str, int]:
+        """`_locate`, after checking the fan-out directories that exist on the way."""
+        located = _locate(self.directory, self._stripes, key)
+        self._check_fan_out(located[0])
+        return located
+
+    def _check_fan_out(self, parent: str, *, create: bool = False) -> None:
+        """Raise `StoreUnavailableError` unless both levels of `parent` are ours alone;
+        `create` makes the missing ones."""
+        if parent not in self._trusted:
+            with self._errors(f"check directory {parent!r}"):
+                levels = (os.path.dirname(parent), parent)
+                filesafety.check_levels(self.directory, levels, self._trusted, create=create)
+
     @contextlib.contextmanager
     def _stripe_lock(self, stripe: int, *, create: bool = True) -> Iterator[None]:
         """Hold a stripe lock. `create=False` (readers that must change nothing) does not
         create a missing lock file: no one can be holding a lock that does not exist."""
         path = os.path.join(self.directory, _LOCK_DIR, f"{stripe:02x}")
         fd: int | None = None
+        flags = os.O_NOFOLLOW | (os.O_CREAT if create else 0)
         with self._errors(f"lock {path!r}"):
             try:
-                fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
+                fd = os.open(path, os.O_RDWR | flags, 0o600)
             except FileNotFoundError:
                 if create:
                     raise
@@ -124,7 +182,16 @@ class FileStore(ThreadedStore):
                     raise
                 # An operator with read access only. (Read-write is tried first because
                 # NFS emulates flock with write locks, which need a writable descriptor.)
-                fd = os.open(path, os.O_RDONLY)
+                fd = os.open(path, os.O_RDONLY | flags)
+            except OSError as exc:
+                if exc.errno not in filesafety.NOT_OPENED:
+                    raise
+                raise StoreUnavailableError(
+                    f"FileStore will not open {path!r}: a symbolic link or other non-file "
+                    "is where its lock file should be, and it follows no link inside the "
+                    "store. Remove it (the next write creates the lock file again); the "
+                    "previously saved session data was left as it was."
+                ) from exc
         if fd is None:
             yield
             return
@@ -157,35 +224,40 @@ class FileStore(ThreadedStore):
 
     # -- reading -----------------------------------------------------------------------
 
-    def _read(self, path: str) -> Record | None:
-        record = self._read_any(path)
+    def _read(self, path: str, key: str) -> Record | None:
+        record = self._read_any(path, key)
         if record is None or record.expires_at <= self._clock():
             return None
         return record
 
-    def _read_any(self, path: str) -> Record | None:
-        """The record at `path`, expired or not; `None` if there is no file.
+    def _read_any(self, path: str, key: str) -> Record | None:
+        """The record of `key` at `path`, expired or not; `None` if there is no file.
 
         Only intact records have a finite deadline: a damaged record of ours comes back
         with `damage` set, and bytes that are not ours at all (an empty file, a pickle, a
         damaged 0.1 record) come back as they are for the codec to name; neither expires.
+        Only a regular file of at most `max_record_size` bytes is read: anything else
+        comes back damaged (`not_a_file`, `oversized`) with an empty payload.
         """
-        with self._errors(f"read {path!r}"):
+        with self._errors(f"read the record of session {key_hash(key)}"):
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = os.open(path, filesafety.READ_FLAGS)
             except FileNotFoundError:
                 return None
+            except OSError as exc:
+                if exc.errno not in filesafety.NOT_OPENED:
+                    raise
+                try:  # a link or a socket: judged by lstat, which follows nothing
+                    return _unread(os.lstat(path), CorruptReason.NOT_A_FILE, self.max_record_size)
+                except FileNotFoundError:
+                    return None
             try:
-                stat = os.fstat(fd)
-                # One read of the whole file (records are replaced, never grown in place);
-                # the extra byte notices a file someone is appending to, and the loop
-                # reads the rest of it.
-                raw = os.read(fd, stat.st_size + 1)
-                if len(raw) > stat.st_size:
-                    chunks = [raw]
-                    while chunk := os.read(fd, 1 << 16):
-                        chunks.append(chunk)
-                    raw = b"".join(chunks)
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    return _unread(st, CorruptReason.NOT_A_FILE, self.max_record_size)
+                raw = filesafety.read_at_most(fd, st.st_size, self.max_record_size)
+                if raw is None:
+                    return _unread(os.fstat(fd), CorruptReason.OVERSIZED, self.max_record_size)
             finally:
                 os.close(fd)
         try:
@@ -195,21 +267,21 @@ class FileStore(ThreadedStore):
         if found is not None:
             return Record(found.payload, found.version, found.expires_at)
         if frame.is_intact_v1_record(raw):
-            return Record(raw, _version_of(raw), stat.st_mtime)
+            return Record(raw, _version_of(raw), st.st_mtime)
         return Record(raw, _version_of(raw), math.inf)
 
     def load(self, key: str) -> Record | None:
-        return self._read(self._locate(key)[1])
+        return self._read(self._place(key)[1], key)
 
     # -- writing -----------------------------------------------------------------------
 
     def save(
         self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
     ) -> int | None:
-        parent, path, stripe = self._locate(key)
+        parent, path, stripe = self._place(key)
         with self._stripe_lock(stripe):
             if expected_version is not None:
-                current = self._read(path)
+                current = self._read(path, key)
                 if (current.version if current else ABSENT) != expected_version:
                     return None
             return self._write(parent, path, key, payload, expires_at)
@@ -217,13 +289,16 @@ class FileStore(ThreadedStore):
     def update(self, key: str, updater: Updater) -> int | None:
         # The stripe lock covers read, merge and rename: a few hundred microseconds,
         # never the request. Readers still take no lock.
-        parent, path, stripe = self._locate(key)
+        parent, path, stripe = self._place(key)
         with self._stripe_lock(stripe):
-            write = updater(self._read(path))
+            write = updater(self._read(path, key))
             if write is None:
                 return None
             if write.payload is None:
-                with self._errors(f"delete {path!r}"), contextlib.suppress(FileNotFoundError):
+                with (
+                    self._errors(f"delete the record of session {key_hash(key)}"),
+                    contextlib.suppress(FileNotFoundError),
+                ):
                     os.unlink(path)
                 return ABSENT
             return self._write(parent, path, key, write.payload, write.expires_at)
@@ -232,16 +307,21 @@ class FileStore(ThreadedStore):
         """Replace the record at `path` atomically; return its version."""
         digest = frame.digest_of(payload)
         data = frame.pack(payload, expires_at, digest) + payload
+        session = f"session {key_hash(key)}"
+        if len(data) > self.max_record_size:
+            # Written, it would read back as `oversized`: a session lost without a word.
+            raise StoreUnavailableError(
+                f"FileStore will not save {session}: its record would be {len(data)} bytes, "
+                f"more than max_record_size={self.max_record_size}; the previously saved "
+                "session data was left as it was. Keep less in the session, or raise "
+                "max_record_size."
+            )
         tmp = os.path.join(parent, f".{key}{_TMP_SUFFIX}")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        with self._errors(f"create {tmp!r}"):
-            try:
-                fd = os.open(tmp, flags, 0o600)
-            except FileNotFoundError:  # first record in this fan-out directory
-                os.makedirs(parent, mode=0o700, exist_ok=True)
-                fd = os.open(tmp, flags, 0o600)
+        self._check_fan_out(parent, create=True)
+        with self._errors(f"create the temp file of {session}"):
+            fd = self._create_temp(parent, tmp)
         try:
-            with self._errors(f"write {tmp!r}"):
+            with self._errors(f"write the temp file of {session}"):
                 try:
                     view = memoryview(data)
                     while view:
@@ -250,7 +330,7 @@ class FileStore(ThreadedStore):
                         os.fsync(fd)
                 finally:
                     os.close(fd)
-            with self._errors(f"rename {tmp!r} to {path!r}"):
+            with self._errors(f"rename the temp file of {session} over its record"):
                 os.replace(tmp, path)
         except BaseException:
             # Best effort: a temp file that cannot be removed now is an orphan that the
@@ -263,16 +343,30 @@ class FileStore(ThreadedStore):
                 _fsync_directory(parent)
         return frame.version_of(digest)
 
+    def _create_temp(self, parent: str, tmp: str) -> int:
+        # A new file every time (O_EXCL, O_NOFOLLOW). Whatever has the name already is a
+        # killed writer's leftover (this key's lock is held: no writer is alive) or was
+        # planted; unlinking it removes the name, never what a link points to.
+        try:
+            return os.open(tmp, filesafety.TEMP_FLAGS, 0o600)
+        except FileExistsError:
+            os.unlink(tmp)
+        except FileNotFoundError:  # the fan-out directory was removed since it was checked
+            self._trusted.difference_update((parent, os.path.dirname(parent)))
+            self._check_fan_out(parent, create=True)
+        return os.open(tmp, filesafety.TEMP_FLAGS, 0o600)
+
     def delete(self, key: str, *, expected_version: int | None = None) -> bool:
-        _, path, stripe = self._locate(key)
+        _, path, stripe = self._place(key)
         with self._stripe_lock(stripe):
-            current = self._read_any(path)
+            current = self._read_any(path, key)
             if current is None:
                 return False
             live = current.expires_at > self._clock()
             if expected_version is not None and not (live and current.version == expected_version):
                 return False
-            with self._errors(f"delete {path!r}"):
+            # A name that is not a file (a planted link or FIFO) is removed, not its target.
+            with self._errors(f"delete the record of session {key_hash(key)}"):
                 try:
                     os.unlink(path)
                 except FileNotFoundError:
@@ -286,9 +380,9 @@ class FileStore(ThreadedStore):
         # gets the header on the way). Under the stripe lock: "still live? then move the
         # deadline" must not interleave with a save, or with purge's "still expired?
         # then unlink", which would delete a session refreshed in between.
-        parent, path, stripe = self._locate(key)
+        parent, path, stripe = self._place(key)
         with self._stripe_lock(stripe):
-            current = self._read_any(path)
+            current = self._read_any(path, key)
             # Only an intact record has a finite deadline; damaged bytes are left as
             # they are for the corruption policy, never given a fresh header.
             if current is None or not self._clock() < current.expires_at < math.inf:
@@ -335,13 +429,15 @@ class FileStore(ThreadedStore):
         """Every record file, expired ones too, read without locks (as `load` reads).
 
         Temp files and files that are not records are skipped; `leftover_temp_files`
-        reports the former. `batch_size` is unused: files are read one at a time.
+        reports the former. Something at a record's name that is not a regular file (a
+        FIFO, a symbolic link) is yielded as a damaged record, never read or followed.
+        `batch_size` is unused: files are read one at a time.
         """
         for parent in self._fan_out_dirs():
             for name in self._list(parent):
                 if name.startswith(".") or self._owner(parent, name) is None:
                     continue
-                record = self._read_any(os.path.join(parent, name))
+                record = self._read_any(os.path.join(parent, name), name)
                 if record is not None:  # None: removed since the listing
                     yield StoredRecord(name, record, record.expires_at <= self._clock())
 
@@ -362,14 +458,16 @@ class FileStore(ThreadedStore):
                 if owner is None:
                     continue
                 with self._stripe_lock(owner, create=False):
-                    if os.path.exists(os.path.join(parent, name)):
+                    if os.path.lexists(os.path.join(parent, name)):
                         keys.append(key)
         return keys
 
     def _list(self, parent: str) -> list[str]:
+        # Every name but directories: a link or FIFO at a record's name is reported and
+        # removable (its name only), never followed.
         with self._errors(f"list {parent!r}"):
             try:
-                return [entry.name for entry in os.scandir(parent) if entry.is_file()]
+                return [e.name for e in os.scandir(parent) if not e.is_dir(follow_symlinks=False)]
             except (FileNotFoundError, NotADirectoryError):
                 return []
 
@@ -393,16 +491,18 @@ class FileStore(ThreadedStore):
         # and a record refreshed or rewritten since the directory listing is seen as live.
         with self._stripe_lock(stripe):
             if is_temp:
-                orphan = os.path.join(parent, name)
-                with self._errors(f"remove {orphan!r}"), contextlib.suppress(FileNotFoundError):
-                    os.unlink(orphan)
+                with (
+                    self._errors(f"remove the temp file of session {key_hash(key)}"),
+                    contextlib.suppress(FileNotFoundError),
+                ):
+                    os.unlink(os.path.join(parent, name))
                 return 0
             # Only bytes that are intact say when they expire: a damaged or foreign file
             # is corrupt whatever its age, and stays for `purge --corrupt` to handle.
-            record = self._read_any(path)
+            record = self._read_any(path, key)
             if record is None or record.expires_at > self._clock():
                 return 0
-            with self._errors(f"purge {path!r}"):
+            with self._errors(f"purge the record of session {key_hash(key)}"):
                 try:
                     os.unlink(path)
                 except FileNotFoundError:
@@ -410,19 +510,23 @@ class FileStore(ThreadedStore):
         return 1
 
     def _fan_out_dirs(self) -> Iterator[str]:
-        # Only two-hex-digit names at both levels: the directory may also hold files
-        # and folders of the operator's (a quarantine, a README) that are none of ours.
-        with self._errors(f"list {self.directory!r}"):
-            tops = sorted(filter(_FAN_OUT_NAME.fullmatch, os.listdir(self.directory)))
-        for top in tops:
-            top_path = os.path.join(self.directory, top)
-            with self._errors(f"list {top_path!r}"):
-                try:
-                    subs = sorted(filter(_FAN_OUT_NAME.fullmatch, os.listdir(top_path)))
-                except (FileNotFoundError, NotADirectoryError):
-                    continue
-            for sub in subs:
-                yield os.path.join(top_path, sub)
+        for top in self._fan_out_level(self.directory):
+            yield from self._fan_out_level(top)
+
+    def _fan_out_level(self, path: str) -> list[str]:
+        # Only real directories with two-hex-digit names: the directory may also hold
+        # files and folders of the operator's (a quarantine, a README) that are none of
+        # ours, and a symbolic link could lead a purge to delete files anywhere.
+        with self._errors(f"list {path!r}"):
+            try:
+                entries = list(os.scandir(path))
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        return sorted(
+            e.path
+            for e in entries
+            if _FAN_OUT_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
+        )
 
     def __repr__(self) -> str:
         return f"FileStore({self.directory!r}, durable={self.durable!r})"
@@ -443,8 +547,25 @@ def _version_of(raw: bytes) -> int:
     return frame.version_of(frame.digest_of(raw))
 
 
+def _unread(found: os.stat_result, reason: CorruptReason, limit: int) -> Record:
+    """The damaged record for a name whose file was judged by its stat alone, never read."""
+    if reason is CorruptReason.NOT_A_FILE:
+        kind = filesafety.describe(found.st_mode)
+        detail = f"the record's name is {kind}, not a regular file; nothing was read from it"
+    else:
+        detail = (
+            f"the record file holds {found.st_size} bytes, more than max_record_size={limit}; "
+            "nothing was read from it"
+        )
+    # No bytes to hash: the version names this very file, so a delete by version (the
+    # corruption policy's, purge's) misses if the name was given to another file since.
+    identity = f"{reason}:{found.st_dev}:{found.st_ino}:{found.st_size}:{found.st_mtime_ns}"
+    damage = CorruptSessionError(reason, detail)
+    return Record(b"", _version_of(identity.encode()), math.inf, damage=damage)
+
+
 def _fsync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(path, filesafety.DIR_FLAGS)
     try:
         os.fsync(fd)
     except OSError as exc:

@@ -164,8 +164,8 @@ def test_purge_goes_on_past_a_corrupt_record_it_cannot_quarantine(
 
     def open_(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
         fd = real_open(path, flags, *args, **kwargs)
-        if str(path).startswith(str(quarantine)):
-            copies.append(fd)
+        if str(path).startswith(str(quarantine)) and not flags & os.O_DIRECTORY:
+            copies.append(fd)  # a copy's file, not the directory opened to set its mode
         return fd
 
     def fsync(fd: int) -> None:

@@ -50,9 +50,13 @@ def test_scan_counts_live_expired_and_each_corrupt_reason(
     expired = 0 if target.expires_by_itself else len(planted.expired)
     assert report["live"] == len(planted.live)
     assert report["expired"] == expired
-    assert report["corrupt"] == len(CorruptReason)
-    assert report["corrupt_by_reason"] == {str(reason): 1 for reason in CorruptReason}
-    assert report["records"] == len(planted.live) + expired + len(CorruptReason)
+    # Every reason is listed; the ones only a file can have (not_a_file, oversized) at 0.
+    planted_reasons = {reason for reason, _ in planted.corrupt.values()}
+    assert report["corrupt"] == len(planted.corrupt) == len(planted_reasons)
+    assert report["corrupt_by_reason"] == {
+        str(reason): int(reason in planted_reasons) for reason in CorruptReason
+    }
+    assert report["records"] == len(planted.live) + expired + len(planted.corrupt)
     sizes = sorted(
         [len(p) for p in planted.live.values()] + [len(p) for _, p in planted.corrupt.values()]
     )

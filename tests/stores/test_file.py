@@ -300,7 +300,7 @@ def test_temp_file_that_cannot_be_removed_after_a_fault_is_left_for_the_next_wri
     assert len(temp_files(directory)) == 1
     assert payload_of(record_path(store, KEY)) == OLD
 
-    store.save(KEY, NEW, expires_at=clock.now + 120)  # reuses and renames the orphan
+    store.save(KEY, NEW, expires_at=clock.now + 120)  # removes the orphan and writes anew
 
     assert temp_files(directory) == []
     assert payload_of(record_path(store, KEY)) == NEW
@@ -448,10 +448,12 @@ def test_purge_keeps_a_record_rewritten_after_it_listed_the_directory(
     clock.advance(20)  # expired: a purge candidate when listed
     real_scandir = os.scandir
     rewrites: list[int | None] = []
+    listing = str(record_path(store, KEY).parent)
 
     def scandir(path: str) -> Iterator[os.DirEntry[str]]:
         entries = list(real_scandir(path))
-        if not rewrites:  # a concurrent request saves the session right after the listing
+        if not rewrites and os.fspath(path) == listing:
+            # A concurrent request saves the session right after its directory was listed.
             rewrites.append(store.save(KEY, NEW, expires_at=clock.now + 60))
         return iter(entries)
 
