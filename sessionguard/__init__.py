@@ -10,6 +10,7 @@ from .errors import (
     CorruptReason,
     CorruptSessionError,
     SessionGuardError,
+    SessionTooLargeError,
     StoreUnavailableError,
 )
 from .policy import CorruptionEvent, CorruptionPolicy
@@ -17,7 +18,7 @@ from .session import Session
 from .stores import AsyncStore, FileStore, MemoryStore, Record, Store, SyncStore
 from .wsgi import SessionMiddleware as WSGISessionMiddleware
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ASGISessionMiddleware",
@@ -34,6 +35,7 @@ __all__ = [
     "Record",
     "Session",
     "SessionGuardError",
+    "SessionTooLargeError",
     "Store",
     "StoreUnavailableError",
     "SyncStore",

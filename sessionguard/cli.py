@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from .codec import record_keys
 from .errors import (
     ConfigurationError,
     StoreUnavailableError,
@@ -100,7 +101,7 @@ def _scan(args: argparse.Namespace, out: TextIO) -> int:
     try:
         report = ScanReport()
         for found in store.scan(batch_size=args.batch):
-            report.add(found, corrupt_reason(found))
+            report.add(found, corrupt_reason(found, _record_keys(args)))
         if isinstance(store, FileStore):
             report.leftover_temp_files = [key_hash(k) for k in store.leftover_temp_files()]
     finally:
@@ -210,7 +211,7 @@ def _purge_corrupt(
         progress.show(
             "corrupt", examined, None, f"{examined:,} examined, {result.corrupt:,} removed"
         )
-        reason = corrupt_reason(found)
+        reason = corrupt_reason(found, _record_keys(args))
         if reason is None:
             continue
         name = key_hash(found.key)
@@ -274,6 +275,7 @@ def _migrate(args: argparse.Namespace, out: TextIO) -> int:
             cookie_name=args.cookie_name,
             trust_pickle=args.trust_pickle,
             django_secret_key=args.django_secret_key,
+            sign_with=next(iter(_record_keys(args) or ()), None),
             progress=lambda n: progress.show("migrate", n, None, f"{n:,} examined"),
         )
     finally:
@@ -293,6 +295,14 @@ def _scannable(store: Store) -> ScannableStore:
     return store
 
 
+def _record_keys(args: argparse.Namespace) -> list[bytes] | None:
+    """Record keys from `--secret-key` (or SESSIONGUARD_SECRET_KEY), or `None` if not given."""
+    secrets = args.secret_key or (
+        [os.environ["SESSIONGUARD_SECRET_KEY"]] if os.environ.get("SESSIONGUARD_SECRET_KEY") else []
+    )
+    return record_keys([secret.encode() for secret in secrets]) if secrets else None
+
+
 def _warn(message: str) -> None:
     print(f"sessionguard: {message}", file=sys.stderr)
 
@@ -307,6 +317,13 @@ def _parser() -> argparse.ArgumentParser:
     store_options.add_argument("--prefix", help="Redis key prefix (default sessionguard:)")
     store_options.add_argument(
         "--batch", type=_positive, default=500, metavar="N", help="records per batch (500)"
+    )
+    store_options.add_argument(
+        "--secret-key",
+        action="append",
+        metavar="KEY",
+        help="the app's secret_key (repeat for older ones; or set SESSIONGUARD_SECRET_KEY): "
+        "scan and purge --corrupt also check record signatures, migrate signs what it writes",
     )
     target = "a directory, sqlite:///file.db, postgresql+psycopg://... or redis://..."
 

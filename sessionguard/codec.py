@@ -1,29 +1,37 @@
-"""The stored format of a session: an integrity-checked envelope around msgpack (or JSON).
+"""The stored format of a session: an integrity-checked, signed envelope around msgpack or JSON.
 
 ```
 offset  size  field
 0       2     magic b"SG"
-2       1     format version (1)
+2       1     format version: 2 signed (1: unsigned, as sessionguard 0.1 wrote)
 3       1     flags: bit 0 set = JSON payload, clear = msgpack
 4       4     payload length, big-endian
-8       16    BLAKE2b-128 of bytes 0..8 and the payload
-24      n     payload: [created_at, moved_to, data]
+8       16    BLAKE2b-128 of everything else (header, signature, payload): integrity
+24      16    version 2 only: keyed BLAKE2b-128 of bytes 0..8 and the payload: authenticity
+24/40   n     payload: [created_at, moved_to, data]
 ```
 
 `decode` turns any byte string into an `Envelope` or a `CorruptSessionError` with a
 reason; nothing else escapes it. The checksum covers the header too, so a flipped bit
 anywhere is caught before the payload is parsed. Pickle is never called: a record that
 looks like one is reported as `legacy_pickle` so operators can tell old data from damage.
+
+The signature is a MAC with a key derived from the middleware's secret, so that write
+access to the store alone cannot forge a session (say, `role=admin`). It is separate from
+the checksum so that tools without the secret (`sessionguard scan`) still tell damage
+from forgery: damage fails the checksum, a forgery only the signature. Keyed BLAKE2b
+costs what the checksum costs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,18 +39,20 @@ import msgpack
 
 from .errors import CorruptReason, CorruptSessionError
 
-__all__ = ["Envelope", "Serializer", "decode", "encode"]
+__all__ = ["Envelope", "Serializer", "decode", "encode", "record_keys"]
 
 Serializer = Literal["msgpack", "json"]
 
 MAGIC = b"SG"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # signed
+UNSIGNED_VERSION = 1
 _FLAG_JSON = 0x01
 _HEADER = struct.Struct(">2sBBI")  # magic, version, flags, payload length
 _DIGEST_SIZE = 16
 # What `regenerate()` writes as a forward pointer: a session id (the store key charset).
 _POINTER_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
-HEADER_SIZE = _HEADER.size + _DIGEST_SIZE
+HEADER_SIZE = _HEADER.size + _DIGEST_SIZE  # an unsigned record's; a signed one adds a MAC
+_KEY_PURPOSE = b"sessionguard.record.v2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +68,10 @@ class Envelope:
     moved_to: str | None = None
 
 
-def encode(envelope: Envelope, serializer: Serializer = "msgpack") -> bytes:
-    """Serialize `envelope`.
+def encode(
+    envelope: Envelope, serializer: Serializer = "msgpack", *, key: bytes | None = None
+) -> bytes:
+    """Serialize `envelope`, signed with `key` (see `record_keys`) or, without one, unsigned.
 
     A value the serializer cannot represent raises `TypeError` naming its key.
     """
@@ -72,12 +84,28 @@ def encode(envelope: Envelope, serializer: Serializer = "msgpack") -> bytes:
     except (TypeError, ValueError, OverflowError) as exc:
         raise _unencodable(envelope.data, serializer, exc) from exc
     flags = _FLAG_JSON if serializer == "json" else 0
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, flags, len(payload))
-    return header + _digest(header, payload) + payload
+    version = UNSIGNED_VERSION if key is None else FORMAT_VERSION
+    header = _HEADER.pack(MAGIC, version, flags, len(payload))
+    mac = b"" if key is None else _digest(header, payload, key)
+    return header + _digest(header + mac, payload) + mac + payload
 
 
-def decode(raw: bytes) -> Envelope:
-    """Check and decode stored bytes, or raise `CorruptSessionError` with the reason."""
+def record_keys(secrets: Sequence[bytes]) -> list[bytes]:
+    """The signing keys for records, one per secret (newest first), each bound to this use
+    so that a secret shared with other HMAC uses cannot produce record signatures."""
+    return [hmac.new(secret, _KEY_PURPOSE, hashlib.sha256).digest() for secret in secrets]
+
+
+def decode(
+    raw: bytes, *, keys: Sequence[bytes] | None = None, accept_unsigned: bool = True
+) -> Envelope:
+    """Check and decode stored bytes, or raise `CorruptSessionError` with the reason.
+
+    With `keys`, a signed record must carry the signature of one of them
+    (`bad_signature` otherwise), and an unsigned one is refused (`unsigned`) unless
+    `accept_unsigned`. Without `keys` (a tool that has no secret), only integrity is
+    checked.
+    """
     if not raw:
         raise CorruptSessionError(CorruptReason.EMPTY, "the record has no bytes")
     if _looks_like_pickle(raw):
@@ -94,7 +122,13 @@ def decode(raw: bytes) -> Envelope:
             CorruptReason.TRUNCATED, f"header needs {HEADER_SIZE} bytes, {len(raw)} stored"
         )
     _, version, flags, length = _HEADER.unpack_from(raw)
-    payload = raw[HEADER_SIZE:]
+    signed = version == FORMAT_VERSION
+    header_size = HEADER_SIZE + (_DIGEST_SIZE if signed else 0)
+    if len(raw) < header_size:
+        raise CorruptSessionError(
+            CorruptReason.TRUNCATED, f"header needs {header_size} bytes, {len(raw)} stored"
+        )
+    payload = raw[header_size:]
     if len(payload) < length:
         raise CorruptSessionError(
             CorruptReason.TRUNCATED, f"payload declares {length} bytes, {len(payload)} stored"
@@ -105,15 +139,37 @@ def decode(raw: bytes) -> Envelope:
             f"payload declares {length} bytes, {len(payload)} stored",
         )
     header = raw[: _HEADER.size]
-    if _digest(header, payload) != raw[_HEADER.size : HEADER_SIZE]:
+    mac = raw[HEADER_SIZE:header_size]
+    if _digest(header + mac, payload) != raw[_HEADER.size : HEADER_SIZE]:
         raise CorruptSessionError(CorruptReason.CHECKSUM_MISMATCH, "checksum does not match")
-    if version != FORMAT_VERSION or flags & ~_FLAG_JSON:
+    if version not in (FORMAT_VERSION, UNSIGNED_VERSION) or flags & ~_FLAG_JSON:
         # The checksum held, so this was written on purpose by a newer sessionguard.
         raise CorruptSessionError(
             CorruptReason.BAD_MAGIC,
             f"format version {version} flags {flags:#x} are not supported by this release",
         )
+    if keys is not None:
+        _check_signature(mac, header, payload, keys, accept_unsigned)
     return _parse(payload, as_json=bool(flags & _FLAG_JSON))
+
+
+def _check_signature(
+    mac: bytes, header: bytes, payload: bytes, keys: Sequence[bytes], accept_unsigned: bool
+) -> None:
+    if not mac:
+        if accept_unsigned:
+            return
+        raise CorruptSessionError(
+            CorruptReason.UNSIGNED,
+            "the record carries no signature (written by sessionguard 0.1, or forged) and "
+            "unsigned_records='reject'",
+        )
+    if not any(hmac.compare_digest(_digest(header, payload, key), mac) for key in keys):
+        raise CorruptSessionError(
+            CorruptReason.BAD_SIGNATURE,
+            "the record's signature matches none of the secret keys (forged, or signed "
+            "with a key that was since removed from secret_key)",
+        )
 
 
 def _parse(payload: bytes, *, as_json: bool) -> Envelope:
@@ -151,8 +207,8 @@ def _is_timestamp(value: object) -> bool:
         return False
 
 
-def _digest(header: bytes, payload: bytes) -> bytes:
-    hasher = hashlib.blake2b(header, digest_size=_DIGEST_SIZE)
+def _digest(header: bytes, payload: bytes, key: bytes = b"") -> bytes:
+    hasher = hashlib.blake2b(header, digest_size=_DIGEST_SIZE, key=key)
     hasher.update(payload)
     return hasher.digest()
 

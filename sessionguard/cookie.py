@@ -73,6 +73,12 @@ class Signer:
             )
         self._keys = [key.encode() if isinstance(key, str) else bytes(key) for key in keys]
 
+    @property
+    def secrets(self) -> tuple[bytes, ...]:
+        """The secret keys as bytes, newest first (records are signed with keys derived
+        from them)."""
+        return tuple(self._keys)
+
     def _signature(self, key: bytes, session_id: str) -> str:
         mac = hmac.new(key, _SALT + session_id.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()

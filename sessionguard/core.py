@@ -13,11 +13,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
-from .codec import Envelope, Serializer, encode
+from .codec import Envelope, Serializer, encode, record_keys
 from .cookie import CookieSettings, Signer, read_cookies
-from .errors import ConfigurationError, ConflictError, CorruptSessionError, StoreUnavailableError
+from .errors import (
+    ConfigurationError,
+    ConflictError,
+    CorruptSessionError,
+    SessionTooLargeError,
+    StoreUnavailableError,
+)
 from .events import Event, EventBus, EventKind, Hook
 from .legacy import LegacyCookie, legacy_key
 from .ops import Delete, Flow, Load, LoadLegacy, Quarantine, Save, Touch, Update, key_hash
@@ -26,7 +32,11 @@ from .record import decode_record
 from .session import Loaded, Session
 from .stores.base import ABSENT, Record, Write
 
-__all__ = ["SessionCore"]
+__all__ = ["SessionCore", "UnsignedRecords"]
+
+#: What to do with a record that carries no signature (written by sessionguard 0.1): read
+#: it (and sign it at its next write), or treat it as corrupt.
+UnsignedRecords = Literal["accept", "reject"]
 
 logger = logging.getLogger("sessionguard")
 security_logger = logging.getLogger("sessionguard.security")
@@ -50,9 +60,18 @@ class SessionCore:
         regenerate_grace: int = 30,
         hooks: Sequence[Hook] = (),
         legacy: LegacyCookie | None = None,
+        max_size: int = 64 * 1024,
+        unsigned_records: UnsignedRecords = "accept",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.signer = Signer(secret_key)
+        # Records are signed with the newest secret and verified against all of them.
+        self.record_keys = record_keys(self.signer.secrets)
+        if unsigned_records not in ("accept", "reject"):
+            raise ConfigurationError(
+                f"unsigned_records must be 'accept' or 'reject', got {unsigned_records!r}"
+            )
+        self.accept_unsigned = unsigned_records == "accept"
         self.cookie = cookie
         self.policy = policy
         if idle_timeout is None:
@@ -65,6 +84,9 @@ class SessionCore:
             raise ConfigurationError(f"serializer must be 'msgpack' or 'json', got {serializer!r}")
         if max_attempts < 1:
             raise ConfigurationError(f"max_attempts must be at least 1, got {max_attempts!r}")
+        if max_size < 1:
+            raise ConfigurationError(f"max_size must be a positive byte count, got {max_size!r}")
+        self.max_size = max_size
         self.save_every_request = save_every_request
         self.serializer: Serializer = serializer
         self.merge = merge
@@ -114,7 +136,7 @@ class SessionCore:
             self._emit(EventKind.EXPIRED, key, "missing")  # idle-expired, purged or logged out
             return self._fresh(read_only, stale_cookie=True)
         try:
-            envelope = decode_record(record)
+            envelope = self._decode(record)
         except CorruptSessionError as exc:
             return (yield from self._corrupt(key, record, exc, read_only))
         if envelope.moved_to is not None:
@@ -156,7 +178,7 @@ class SessionCore:
         record_id = legacy.record_id(legacy_id) if legacy.record_id else legacy_id
         key = legacy_key(legacy.name, record_id)
         record: Record | None = yield Load(key)
-        data, adopted = _migrated_data(key, record)
+        data, adopted = _migrated_data(self, key, record)
         if adopted:
             self._emit(EventKind.ADOPT_REFUSED, key)
             return self._legacy_session(legacy, read_only)
@@ -240,6 +262,15 @@ class SessionCore:
         except (StoreUnavailableError, ConflictError) as exc:
             self._log_unavailable("save", session.id, exc)
             return self.policy.unavailable_response(exc)
+        except SessionTooLargeError as exc:
+            logger.warning(
+                "session %s not saved: %s",
+                key_hash(session.id),
+                exc,
+                extra={"event": EventKind.TOO_LARGE, "session": key_hash(session.id)},
+            )
+            self._emit(EventKind.TOO_LARGE, session.id)
+            return self.policy.too_large_response()
         except _Rotated:
             loaded = session.loaded
             logger.info(
@@ -284,13 +315,27 @@ class SessionCore:
             return (yield from self._update(session, loaded))
         return (yield from self._refresh(loaded))
 
+    def _decode(self, record: Record) -> Envelope:
+        return decode_record(record, keys=self.record_keys, accept_unsigned=self.accept_unsigned)
+
     def _expiry(self, created_at: float) -> float:
         return min(self.clock() + self.idle_timeout, created_at + self.absolute_timeout)
 
     def _payload(
         self, data: dict[str, Any], created_at: float, moved_to: str | None = None
     ) -> bytes:
-        return encode(Envelope(data, created_at, moved_to), self.serializer)
+        payload = encode(
+            Envelope(data, created_at, moved_to), self.serializer, key=self.record_keys[0]
+        )
+        if len(payload) > self.max_size:
+            # Checked on what is stored, merges included: every later request would read
+            # it, and an anonymous client could otherwise fill the store with one request.
+            raise SessionTooLargeError(
+                f"the session's encoded size is {len(payload):,} bytes, over max_size="
+                f"{self.max_size:,}; the stored session was left as it was. Keep large data "
+                "out of the session, or raise max_size."
+            )
+        return payload
 
     def _create(self, session: Session) -> Flow[str | None]:
         if not session:
@@ -389,7 +434,7 @@ class SessionCore:
         carry = session.carry_in_flight
         pointer = self._payload(_CARRY_MARK if carry else {}, now, moved_to=new_key)
         # The pointer's deadline is fixed here: nothing refreshes a pointer (see _refresh).
-        move = _Move(pointer, now + self.regenerate_grace)
+        move = _Move(self, pointer, now + self.regenerate_grace)
         yield Update(loaded.key, move)
         if move.gone:
             # Logged out concurrently: logout wins, the new copy goes too.
@@ -446,7 +491,7 @@ class _Merge:
             self.is_empty = write.payload is None
             return write
         try:
-            envelope = decode_record(record)
+            envelope = self._core._decode(record)
         except CorruptSessionError as exc:
             # The newest copy is unreadable; this request's changes start it over.
             logger.warning("replacing corrupt session record during merge: %s", exc.reason)
@@ -466,12 +511,14 @@ class _Merge:
         return Write(self._core._payload(data, created_at), self._core._expiry(created_at))
 
 
-def _migrated_data(key: str, record: Record | None) -> tuple[dict[str, Any] | None, bool]:
+def _migrated_data(
+    core: SessionCore, key: str, record: Record | None
+) -> tuple[dict[str, Any] | None, bool]:
     """(the data a migrated record holds, whether it is an adoption marker instead)."""
     if record is None:
         return None, False
     try:
-        envelope = decode_record(record)
+        envelope = core._decode(record)
     except CorruptSessionError as exc:
         logger.warning("migrated session %s is corrupt: %s", key_hash(key), exc.reason)
         return None, False
@@ -502,7 +549,8 @@ class _Move:
     written), another pointer (regenerated concurrently: left alone), or data.
     """
 
-    def __init__(self, pointer: bytes, expires_at: float) -> None:
+    def __init__(self, core: SessionCore, pointer: bytes, expires_at: float) -> None:
+        self._core = core
         self._pointer = pointer
         self._expires_at = expires_at
         self.gone = False
@@ -514,7 +562,7 @@ class _Move:
         if record is None:
             return None
         try:
-            envelope: Envelope | None = decode_record(record)
+            envelope: Envelope | None = self._core._decode(record)
         except CorruptSessionError:
             envelope = None  # unreadable: nothing to carry over
         if envelope is not None and envelope.moved_to is not None:
@@ -550,7 +598,7 @@ class _Carry:
             return None  # the new session was deleted meanwhile: leave it so
         data = self._session.apply_changes(self._newest_old)
         try:
-            current = decode_record(record).data
+            current = self._core._decode(record).data
         except CorruptSessionError:
             current = self._first
         for key, value in current.items():

@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any, TypeVar, cast
 
-from .errors import ConflictError, StoreUnavailableError
+from .errors import ConflictError, SessionTooLargeError, StoreUnavailableError
 from .events import Event, EventBus, EventKind
 from .ops import Delete, Flow, Load, LoadLegacy, Op, Quarantine, Save, Touch, Update, key_hash
 from .stores.base import AsyncStore, SyncStore
@@ -20,6 +20,9 @@ from .stores.filesafety import make_private_dirs
 __all__ = ["run_async", "run_sync"]
 
 _T = TypeVar("_T")
+# What an operation may raise that the flow answers itself (503, 413): a store outage, a
+# lost compare-and-swap, or an `update` callback that produced a session over `max_size`.
+_THROWN_INTO_FLOW = (StoreUnavailableError, ConflictError, SessionTooLargeError)
 
 
 def run_sync(flow: Flow[_T], store: SyncStore, events: EventBus | None = None) -> _T:
@@ -33,7 +36,7 @@ def run_sync(flow: Flow[_T], store: SyncStore, events: EventBus | None = None) -
             started = time.perf_counter()
             try:
                 result = _perform(op, store)
-            except (StoreUnavailableError, ConflictError) as exc:
+            except _THROWN_INTO_FLOW as exc:
                 op = flow.throw(exc)
             else:
                 if events:
@@ -51,7 +54,7 @@ async def run_async(flow: Flow[_T], store: AsyncStore, events: EventBus | None =
             started = time.perf_counter()
             try:
                 result = await _aperform(op, store)
-            except (StoreUnavailableError, ConflictError) as exc:
+            except _THROWN_INTO_FLOW as exc:
                 op = flow.throw(exc)
             else:
                 if events:

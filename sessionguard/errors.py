@@ -5,7 +5,8 @@ SessionGuardError
 ├── ConfigurationError     a bad argument, or an optional extra that is not installed
 ├── CorruptSessionError    stored bytes failed the envelope's check or could not be decoded
 ├── StoreUnavailableError  the store could not be read or written: outage, full disk, permissions
-└── ConflictError          compare-and-swap kept losing to concurrent writers
+├── ConflictError          compare-and-swap kept losing to concurrent writers
+└── SessionTooLargeError   a session's encoded size is over `max_size` (answered 413)
 ```
 
 Outage and corruption never mix: a store that cannot be reached raises
@@ -24,6 +25,7 @@ __all__ = [
     "CorruptReason",
     "CorruptSessionError",
     "SessionGuardError",
+    "SessionTooLargeError",
     "StoreUnavailableError",
 ]
 
@@ -45,6 +47,10 @@ class CorruptReason(enum.StrEnum):
     CHECKSUM_MISMATCH = "checksum_mismatch"
     LEGACY_PICKLE = "legacy_pickle"
     UNDECODABLE = "undecodable"
+    #: Intact, but signed by none of the secret keys: forged, or the key was retired.
+    BAD_SIGNATURE = "bad_signature"
+    #: Intact but unsigned (sessionguard 0.1, or forged), and unsigned records are refused.
+    UNSIGNED = "unsigned"
     #: `FileStore` found a FIFO, socket, device, directory or symbolic link, never read.
     NOT_A_FILE = "not_a_file"
     #: `FileStore` found a file larger than its `max_record_size`, never read.
@@ -72,4 +78,12 @@ class ConflictError(SessionGuardError):
     """Concurrent writers kept changing the session while this request tried to save it.
 
     The middleware answers with a 503 so the client can retry; nothing is lost silently.
+    """
+
+
+class SessionTooLargeError(SessionGuardError, ValueError):
+    """A session's encoded size is over the middleware's `max_size`.
+
+    Raised while saving; the middleware answers 413 and the stored session is left as it
+    was. Keep large data (uploads, caches) out of the session, or raise `max_size`.
     """

@@ -37,6 +37,7 @@ class EventKind(enum.StrEnum):
     ROTATED = "rotated"
     INVALIDATE = "invalidate"
     REJECTED_COOKIE = "rejected_cookie"  # bad format or signature: never looked up
+    TOO_LARGE = "too_large"  # a save over max_size: answered 413, nothing written
     ADOPT = "adopt"  # a session of the replaced backend became a sessionguard session
     ADOPT_REFUSED = "adopt_refused"  # its old id was adopted before (a replay, or concurrent)
 

@@ -142,6 +142,7 @@ def run_migration(
     cookie_name: str | None = None,
     trust_pickle: bool = False,
     django_secret_key: str | None = None,
+    sign_with: bytes | None = None,
     progress: Callable[[int], None] | None = None,
     max_age: int = DEFAULT_MAX_AGE,
     clock: Callable[[], float] = time.time,
@@ -149,8 +150,9 @@ def run_migration(
     """Copy every live session of the old store into `target`, where adoption finds it.
 
     Each is saved as a sessionguard envelope under `legacy_key(cookie_name, legacy_id)`
-    with its old deadline; a second run overwrites the same keys. Expired, empty and
-    undecodable records are counted and skipped; only an unreadable source or an
+    with its old deadline, signed with `sign_with` (a key from `codec.record_keys`, so
+    that apps with `unsigned_records="reject"` adopt it); a second run overwrites them.
+    Expired, empty and undecodable records are counted and skipped; only an unreadable source or an
     unavailable target (`StoreUnavailableError`) stops the run. `progress` is called
     after each record with the number examined so far. `cookie_name` defaults to the old
     backend's default (`DEFAULT_COOKIE_NAMES`) and must be the middleware's
@@ -178,7 +180,7 @@ def run_migration(
                 report.skipped_empty += 1
             else:
                 try:
-                    payload = encode(Envelope(item.data, now))
+                    payload = encode(Envelope(item.data, now), key=sign_with)
                 except TypeError as exc:  # a value msgpack cannot hold (a datetime, ...)
                     report._undecodable(kind, Undecodable(item.legacy_id, "unencodable", str(exc)))
                 else:

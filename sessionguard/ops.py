@@ -83,4 +83,3 @@ class Quarantine:
 
 Op = Load | Save | Delete | Touch | Update | Quarantine | LoadLegacy
 Flow = Generator[Op, Any, _T]
-

@@ -7,7 +7,7 @@ from typing import TypedDict, Unpack
 
 from .codec import Serializer
 from .cookie import CookieSettings, SameSite
-from .core import SessionCore
+from .core import SessionCore, UnsignedRecords
 from .events import Hook
 from .legacy import LegacyCookie
 from .policy import CorruptionPolicy
@@ -32,6 +32,8 @@ class SessionOptions(TypedDict, total=False):
     merge: bool
     hooks: Sequence[Hook]
     legacy: LegacyCookie | None
+    max_size: int
+    unsigned_records: UnsignedRecords
 
 
 def build_core(
@@ -57,4 +59,6 @@ def build_core(
         merge=options.get("merge", True),
         hooks=options.get("hooks", ()),
         legacy=options.get("legacy"),
+        max_size=options.get("max_size", 64 * 1024),
+        unsigned_records=options.get("unsigned_records", "accept"),
     )

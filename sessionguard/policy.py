@@ -61,6 +61,7 @@ class CorruptionPolicy:
         on_event: Callable[[CorruptionEvent], None] | None = None,
         retry_after: int = 5,
         reject_body: bytes = b"Invalid session data\n",
+        too_large_body: bytes = b"The session is too large to be saved; nothing was changed.\n",
         rotated_body: bytes = (
             b"The session was renewed (a login) while this request ran; its changes were "
             b"not saved. Retry the request.\n"
@@ -82,6 +83,7 @@ class CorruptionPolicy:
         self.retry_after = retry_after
         self.reject_body = reject_body
         self.rotated_body = rotated_body
+        self.too_large_body = too_large_body
         self.unavailable_body = unavailable_body
 
     def decide(self, event: CorruptionEvent) -> Action:
@@ -100,6 +102,14 @@ class CorruptionPolicy:
             400,
             self.reject_body,
             (("content-type", "text/plain; charset=utf-8"), ("set-cookie", clear_cookie)),
+        )
+
+    def too_large_response(self) -> ErrorResponse:
+        """The answer to a save over `max_size`: nothing was written, the old data stands."""
+        return ErrorResponse(
+            413,
+            self.too_large_body,
+            (("content-type", "text/plain; charset=utf-8"), ("cache-control", "no-store")),
         )
 
     def rotated_response(self) -> ErrorResponse:

@@ -8,14 +8,21 @@ record reaches the corruption policy the same way whichever check caught it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .codec import Envelope, decode
 from .stores.base import Record
 
 __all__ = ["decode_record"]
 
 
-def decode_record(record: Record) -> Envelope:
-    """The envelope in `record`, or `CorruptSessionError` with the reason it is unreadable."""
+def decode_record(
+    record: Record, *, keys: Sequence[bytes] | None = None, accept_unsigned: bool = True
+) -> Envelope:
+    """The envelope in `record`, or `CorruptSessionError` with the reason it is unreadable.
+
+    `keys` and `accept_unsigned` are `codec.decode`'s: with keys, the signature is checked.
+    """
     if record.damage is not None:
         raise record.damage
-    return decode(record.payload)
+    return decode(record.payload, keys=keys, accept_unsigned=accept_unsigned)

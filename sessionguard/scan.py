@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import heapq
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,10 +136,16 @@ def _bytes(size: float) -> str:
     raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
 
 
-def corrupt_reason(found: StoredRecord) -> CorruptReason | None:
-    """Why the record does not decode, or `None` if it does (never unpickles)."""
+def corrupt_reason(
+    found: StoredRecord, keys: Sequence[bytes] | None = None
+) -> CorruptReason | None:
+    """Why the record does not decode, or `None` if it does (never unpickles).
+
+    With `keys` (derived from the app's secret), a record whose signature matches none of
+    them is corrupt too (`bad_signature`); without, only integrity is checked.
+    """
     try:
-        decode_record(found.record)
+        decode_record(found.record, keys=keys)
     except CorruptSessionError as exc:
         return exc.reason
     return None

@@ -15,7 +15,7 @@ import msgpack
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from sessionguard.codec import Envelope, Serializer, decode, encode
+from sessionguard.codec import Envelope, Serializer, decode, encode, record_keys
 from sessionguard.errors import CorruptReason, CorruptSessionError
 
 FAST = settings(max_examples=200, deadline=None)
@@ -177,9 +177,60 @@ def test_foreign_bytes_are_reported_bad_magic(raw: bytes) -> None:
 
 def test_unsupported_format_version_with_valid_checksum_is_reported_bad_magic() -> None:
     payload = msgpack.packb([1.0, None, {}], use_bin_type=True)
-    assert reason_of(wrap(payload, version=2)) is CorruptReason.BAD_MAGIC
+    assert reason_of(wrap(payload, version=3)) is CorruptReason.BAD_MAGIC
     assert reason_of(wrap(payload, flags=0x80)) is CorruptReason.BAD_MAGIC
     assert decode(wrap(payload)) == Envelope({}, 1.0)  # the same bytes at version 1 are fine
+
+
+def wrap_signed(payload: bytes, key: bytes) -> bytes:
+    """A signed (version 2) envelope built by hand from the documented layout."""
+    header = struct.pack(">2sBBI", b"SG", 2, 0, len(payload))
+    mac = hashlib.blake2b(header + payload, digest_size=16, key=key).digest()
+    checksum = hashlib.blake2b(header + mac + payload, digest_size=16).digest()
+    return header + checksum + mac + payload
+
+
+KEY, OLD_KEY, ATTACKER_KEY = b"k" * 32, b"o" * 32, b"a" * 32
+
+
+def test_a_signed_record_decodes_with_its_key_or_any_older_one() -> None:
+    payload = msgpack.packb([1.0, None, {"role": "user"}], use_bin_type=True)
+    assert decode(wrap_signed(payload, KEY), keys=[KEY, OLD_KEY]).data == {"role": "user"}
+    assert decode(wrap_signed(payload, OLD_KEY), keys=[KEY, OLD_KEY]).data == {"role": "user"}
+    signed = encode(Envelope({"role": "user"}, 1.0), key=KEY)
+    assert signed == wrap_signed(payload, KEY)
+
+
+def test_a_record_signed_by_another_key_is_a_forgery_not_damage() -> None:
+    payload = msgpack.packb([1.0, None, {"role": "admin"}], use_bin_type=True)
+    forged = wrap_signed(payload, ATTACKER_KEY)
+
+    with pytest.raises(CorruptSessionError) as info:
+        decode(forged, keys=[KEY])
+    assert info.value.reason is CorruptReason.BAD_SIGNATURE
+    # A tool without the secret still sees intact bytes: damage and forgery stay apart.
+    assert decode(forged).data == {"role": "admin"}
+
+
+def test_a_flipped_bit_in_the_signature_is_damage() -> None:
+    raw = bytearray(encode(SAMPLE, key=KEY))
+    raw[30] ^= 0x01  # inside the signature
+    assert reason_of(bytes(raw)) is CorruptReason.CHECKSUM_MISMATCH
+
+
+def test_unsigned_records_are_read_or_refused_as_configured() -> None:
+    unsigned = wrap(msgpack.packb([1.0, None, {"role": "admin"}], use_bin_type=True))
+
+    assert decode(unsigned, keys=[KEY]).data == {"role": "admin"}
+    with pytest.raises(CorruptSessionError) as info:
+        decode(unsigned, keys=[KEY], accept_unsigned=False)
+    assert info.value.reason is CorruptReason.UNSIGNED
+
+
+def test_record_keys_are_bound_to_their_purpose() -> None:
+    keys = record_keys([b"secret", b"older"])
+    assert len(keys) == 2 and len(set(keys)) == 2
+    assert b"secret" not in keys[0] and len(keys[0]) == 32
 
 
 def test_changed_payload_byte_is_reported_checksum_mismatch() -> None:

@@ -1016,3 +1016,19 @@ def test_a_planted_pointer_naming_an_invalid_key_is_corrupt_and_never_followed(
     commit(core, store, in_flight)  # raised ValueError (a 500) before
 
     assert stored_data(store, key) == {"cart": ["book"]}  # the unreadable record started over
+
+
+def test_a_merge_that_would_pass_max_size_is_refused_and_writes_nothing(
+    store: CountingStore, clock: FakeClock
+) -> None:
+    core = make_core(clock, max_size=200)
+    cookie = create(core, store, user=42)
+    first, second = open_session(core, store, cookie), open_session(core, store, cookie)
+    first["a"] = "x" * 100
+    commit(core, store, first)  # fits on its own
+
+    second["b"] = "y" * 100  # fits on its own too, but not on top of the first's change
+    refused = run_sync(core.commit(second), store)
+
+    assert isinstance(refused, ErrorResponse) and refused.status == 413
+    assert stored_data(store, key_of(core, cookie)) == {"user": 42, "a": "x" * 100}
