@@ -11,8 +11,10 @@ Layout, under `directory`:
 
 ```
 .locks/00 .. .locks/3f      a fixed set of stripe lock files, created once, never unlinked
-ab/cd/<key>                 the record; ab/cd come from a hash of the key (fan-out)
-ab/cd/.<key>.tmp            the temp file of a write in progress for <key>
+ab/<key>                    the record; ab comes from a hash of the key (fan-out)
+ab/.<key>.tmp               the temp file of a write in progress for <key>
+ab/cd/<key>                 a record written before 0.2, two levels deep (read, moved up
+                            to ab/ at its next write)
 ```
 
 * The record file is a 32-byte header and the payload (`sessionguard.stores.frame`). The
@@ -151,18 +153,46 @@ class FileStore(ThreadedStore):
         return _locate(self.directory, self._stripes, key)
 
     def _place(self, key: str) -> tuple[str, str, int]:
-        """`_locate`, after checking the fan-out directories that exist on the way."""
+        """`_locate`, after checking the fan-out directory if it exists."""
         located = _locate(self.directory, self._stripes, key)
         self._check_fan_out(located[0])
         return located
 
     def _check_fan_out(self, parent: str, *, create: bool = False) -> None:
-        """Raise `StoreUnavailableError` unless both levels of `parent` are ours alone;
-        `create` makes the missing ones."""
+        """Raise `StoreUnavailableError` unless `parent`, and the level above it when that
+        is not the store itself (the two-level layout), are ours alone; `create` makes
+        the missing ones."""
         if parent not in self._trusted:
             with self._errors(f"check directory {parent!r}"):
-                levels = (os.path.dirname(parent), parent)
+                above = os.path.dirname(parent)
+                levels = (parent,) if above == self.directory else (above, parent)
                 filesafety.check_levels(self.directory, levels, self._trusted, create=create)
+
+    def _find(self, path: str, key: str) -> tuple[str, Record | None]:
+        """The record of `key`, expired or not, and the path it is at: `path`, or where
+        stores before 0.2 put it (two fan-out levels deep)."""
+        record = self._read_any(path, key)
+        if record is not None:
+            return path, record
+        old = _old_path(self.directory, key)
+        self._check_fan_out(os.path.dirname(old))
+        return old, self._read_any(old, key)
+
+    def _find_live(self, path: str, key: str) -> tuple[str, Record | None]:
+        found, record = self._find(path, key)
+        if record is None or record.expires_at <= self._clock():
+            return found, None
+        return found, record
+
+    def _drop_old(self, found: str, path: str, key: str) -> None:
+        """After writing `path`, remove the copy at the pre-0.2 `found`, if that is where
+        the record was: the new file is in place, so the old one is only a stale twin."""
+        if found != path:
+            with (
+                self._errors(f"remove the old copy of session {key_hash(key)}"),
+                contextlib.suppress(FileNotFoundError),
+            ):
+                os.unlink(found)
 
     @contextlib.contextmanager
     def _stripe_lock(self, stripe: int, *, create: bool = True) -> Iterator[None]:
@@ -224,12 +254,6 @@ class FileStore(ThreadedStore):
 
     # -- reading -----------------------------------------------------------------------
 
-    def _read(self, path: str, key: str) -> Record | None:
-        record = self._read_any(path, key)
-        if record is None or record.expires_at <= self._clock():
-            return None
-        return record
-
     def _read_any(self, path: str, key: str) -> Record | None:
         """The record of `key` at `path`, expired or not; `None` if there is no file.
 
@@ -271,7 +295,7 @@ class FileStore(ThreadedStore):
         return Record(raw, _version_of(raw), math.inf)
 
     def load(self, key: str) -> Record | None:
-        return self._read(self._place(key)[1], key)
+        return self._find_live(self._place(key)[1], key)[1]
 
     # -- writing -----------------------------------------------------------------------
 
@@ -280,18 +304,21 @@ class FileStore(ThreadedStore):
     ) -> int | None:
         parent, path, stripe = self._place(key)
         with self._stripe_lock(stripe):
+            found, current = self._find_live(path, key)
             if expected_version is not None:
-                current = self._read(path, key)
                 if (current.version if current else ABSENT) != expected_version:
                     return None
-            return self._write(parent, path, key, payload, expires_at)
+            version = self._write(parent, path, key, payload, expires_at)
+            self._drop_old(found, path, key)
+        return version
 
     def update(self, key: str, updater: Updater) -> int | None:
         # The stripe lock covers read, merge and rename: a few hundred microseconds,
         # never the request. Readers still take no lock.
         parent, path, stripe = self._place(key)
         with self._stripe_lock(stripe):
-            write = updater(self._read(path, key))
+            found, current = self._find_live(path, key)
+            write = updater(current)
             if write is None:
                 return None
             if write.payload is None:
@@ -299,9 +326,11 @@ class FileStore(ThreadedStore):
                     self._errors(f"delete the record of session {key_hash(key)}"),
                     contextlib.suppress(FileNotFoundError),
                 ):
-                    os.unlink(path)
+                    os.unlink(found)
                 return ABSENT
-            return self._write(parent, path, key, write.payload, write.expires_at)
+            version = self._write(parent, path, key, write.payload, write.expires_at)
+            self._drop_old(found, path, key)
+        return version
 
     def _write(self, parent: str, path: str, key: str, payload: bytes, expires_at: float) -> int:
         """Replace the record at `path` atomically; return its version."""
@@ -359,7 +388,7 @@ class FileStore(ThreadedStore):
     def delete(self, key: str, *, expected_version: int | None = None) -> bool:
         _, path, stripe = self._place(key)
         with self._stripe_lock(stripe):
-            current = self._read_any(path, key)
+            found, current = self._find(path, key)
             if current is None:
                 return False
             live = current.expires_at > self._clock()
@@ -368,7 +397,7 @@ class FileStore(ThreadedStore):
             # A name that is not a file (a planted link or FIFO) is removed, not its target.
             with self._errors(f"delete the record of session {key_hash(key)}"):
                 try:
-                    os.unlink(path)
+                    os.unlink(found)
                 except FileNotFoundError:
                     return False
         # An expired record is removed too, but it was not live: report `False`, as a
@@ -382,7 +411,7 @@ class FileStore(ThreadedStore):
         # then unlink", which would delete a session refreshed in between.
         parent, path, stripe = self._place(key)
         with self._stripe_lock(stripe):
-            current = self._read_any(path, key)
+            found, current = self._find(path, key)
             # Only an intact record has a finite deadline; damaged bytes are left as
             # they are for the corruption policy, never given a fresh header.
             if current is None or not self._clock() < current.expires_at < math.inf:
@@ -390,6 +419,7 @@ class FileStore(ThreadedStore):
             if expected_version is not None and current.version != expected_version:
                 return False
             self._write(parent, path, key, current.payload, expires_at)
+            self._drop_old(found, path, key)
         return True
 
     # -- maintenance -------------------------------------------------------------------
@@ -478,7 +508,9 @@ class FileStore(ThreadedStore):
         except ValueError:
             return None  # not ours: leave unknown files alone
         # A valid name in a directory it does not hash to is not ours either.
-        return stripe if parent == listed_in else None
+        if listed_in in (parent, os.path.dirname(_old_path(self.directory, key))):
+            return stripe
+        return None
 
     def _purge_one(self, listed_in: str, name: str) -> int:
         is_temp = name.startswith(".") and name.endswith(_TMP_SUFFIX)
@@ -510,7 +542,9 @@ class FileStore(ThreadedStore):
         return 1
 
     def _fan_out_dirs(self) -> Iterator[str]:
+        # Each fan-out directory, and the second-level ones stores before 0.2 made in it.
         for top in self._fan_out_level(self.directory):
+            yield top
             yield from self._fan_out_level(top)
 
     def _fan_out_level(self, path: str) -> list[str]:
@@ -538,8 +572,17 @@ def _locate(directory: str, stripes: int, key: str) -> tuple[str, str, int]:
     # the file read they lead to. Invalid keys raise, and exceptions are not cached.
     validate_key(key)
     digest = hashlib.blake2b(key.encode(), digest_size=3).digest()
-    parent = os.path.join(directory, f"{digest[0]:02x}", f"{digest[1]:02x}")
+    # One level of 256 directories: a flood of new sessions costs one inode each, not the
+    # two directories per record that a second level costs until its 65,536 exist.
+    parent = os.path.join(directory, f"{digest[0]:02x}")
     return parent, os.path.join(parent, key), digest[2] % stripes
+
+
+@functools.lru_cache(maxsize=4096)
+def _old_path(directory: str, key: str) -> str:
+    """Where sessionguard before 0.2 kept the record of `key`: two fan-out levels deep."""
+    digest = hashlib.blake2b(key.encode(), digest_size=3).digest()
+    return os.path.join(directory, f"{digest[0]:02x}", f"{digest[1]:02x}", key)
 
 
 def _version_of(raw: bytes) -> int:

@@ -149,7 +149,10 @@ async def test_a_directory_written_by_0_1_loads_and_is_upgraded_on_the_next_writ
     alice = MANIFEST_0_1["sessions"]["alice"]
     response = await client.get("/count", cookie=cookie_header(alice["cookie"]))
     assert response.json() == {"count": 1}
-    assert (directory / alice["path"]).read_bytes()[:4] == b"SGF1", "no header after the write"
+    # Rewritten with its header, and moved from the 0.1 layout's two fan-out levels to one.
+    assert not (directory / alice["path"]).exists()
+    upgraded = Path(FileStore(directory)._locate(alice["cookie"].split(".")[0])[1])
+    assert upgraded.read_bytes()[:4] == b"SGF1", "no header after the write"
     # Upgraded, the record survives a copy like any other.
     copied = tmp_path / "copied"
     cp_r(directory, copied)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from sessionguard.stores import FileStore
+from sessionguard.stores.file import _old_path
 from tests.planted import KINDS, SECRET, mode_of, plant, umask, within_time
 from tests.record_files import framed
 
@@ -119,7 +120,7 @@ def test_purge_never_deletes_anything_through_a_symlinked_fan_out_directory(
     name = key("elsewhere", 0)
     parent = directory.path(name).parent
     elsewhere = tmp_path / "elsewhere"
-    mirror = elsewhere / parent.name if level == "top" else elsewhere
+    mirror = elsewhere
     mirror.mkdir(parents=True)
     files = {
         name: framed(b"expired, if it were ours", directory.now - 3600),
@@ -129,10 +130,12 @@ def test_purge_never_deletes_anything_through_a_symlinked_fan_out_directory(
     for file_name, body in files.items():
         (mirror / file_name).write_bytes(body)
     if level == "top":
-        parent.parent.symlink_to(elsewhere, target_is_directory=True)
-    else:
-        parent.parent.mkdir(mode=0o700, exist_ok=True)
         parent.symlink_to(elsewhere, target_is_directory=True)
+    else:  # the second level of the layout before 0.2, which purge still walks
+        parent.mkdir(mode=0o700, exist_ok=True)
+        Path(_old_path(str(directory.root), name)).parent.symlink_to(
+            elsewhere, target_is_directory=True
+        )
 
     ran = within_time(lambda: run("purge", str(directory.root), "--corrupt"))
 

@@ -90,11 +90,27 @@ def test_fan_out_directories_are_created_by_the_first_save_in_them(
     store.save(KEY, NEW, expires_at=clock.now + 60)
 
     path = record_path(store, KEY)
-    top, sub = path.parent.relative_to(directory).parts
-    assert all(len(name) == 2 and set(name) <= set("0123456789abcdef") for name in (top, sub))
+    (top,) = path.parent.relative_to(directory).parts
+    assert len(top) == 2 and set(top) <= set("0123456789abcdef")
     assert sorted(os.listdir(directory)) == [".locks", top]
-    assert os.listdir(directory / top) == [sub]
     assert os.listdir(path.parent) == [KEY]
+
+
+def test_a_flood_of_new_sessions_costs_one_inode_each_beyond_256_directories(
+    directory: Path, clock: FakeClock
+) -> None:
+    """An anonymous client that writes to its session creates one record; the fan-out
+    adds at most 256 directories in all, not two per record (issue 10, finding 8)."""
+    store = FileStore(directory, durable=False, clock=clock)
+    sessions = 3000
+    for n in range(sessions):
+        store.save(f"anonymous-{n:05d}", b"x", expires_at=clock.now + 60)
+
+    walked = list(os.walk(directory))
+    directories = len(walked) - 2  # not the store directory itself, nor .locks
+    files = sum(len(names) for parent, _, names in walked if not parent.endswith(".locks"))
+    assert files == sessions
+    assert directories <= 256
 
 
 def test_lock_files_stay_a_bounded_set_and_no_temp_file_remains(

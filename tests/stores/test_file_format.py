@@ -21,6 +21,7 @@ from sessionguard.errors import CorruptReason, CorruptSessionError
 from sessionguard.record import decode_record
 from sessionguard.stores import FileStore, Record
 from sessionguard.stores.base import Write
+from sessionguard.stores.file import _old_path
 from tests.record_files import deadline_of, framed, payload_of, write_v1
 
 if TYPE_CHECKING:
@@ -232,3 +233,38 @@ def test_a_0_1_record_is_upgraded_by_its_next_save(store: FileStore, clock: Fake
     store.update(KEY, keep_data)
 
     assert path.read_bytes() == framed(PAYLOAD, clock.now + 90)
+
+
+# -- records in the two-level layout of earlier versions ---------------------------------
+
+
+def old_path_of(store: FileStore, key: str) -> Path:
+    return Path(_old_path(store.directory, key))
+
+
+def test_a_record_in_the_old_two_level_layout_is_read_and_moved_up_by_its_next_write(
+    store: FileStore, clock: FakeClock
+) -> None:
+    old = old_path_of(store, KEY)
+    write_v1(old, PAYLOAD, clock.now + 60)
+
+    record = store.load(KEY)
+    assert record is not None and record.payload == PAYLOAD
+    assert [found.key for found in store.scan()] == [KEY]
+    assert store.touch(KEY, clock.now + 600)
+
+    assert not old.exists()
+    assert path_of(store, KEY).read_bytes() == framed(PAYLOAD, clock.now + 600)
+
+
+def test_delete_and_purge_find_records_in_the_old_layout(
+    store: FileStore, clock: FakeClock
+) -> None:
+    write_v1(old_path_of(store, KEY), PAYLOAD, clock.now + 60)
+    write_v1(old_path_of(store, OTHER), PAYLOAD, clock.now + 30)
+    clock.advance(45)
+
+    assert store.purge_expired() == 1
+    assert not old_path_of(store, OTHER).exists()
+    assert store.delete(KEY) is True
+    assert not old_path_of(store, KEY).exists()

@@ -27,6 +27,7 @@ from sessionguard.errors import ConfigurationError, CorruptReason, StoreUnavaila
 from sessionguard.policy import CorruptionPolicy
 from sessionguard.stores import FileStore
 from sessionguard.stores.base import Write, key_hash
+from sessionguard.stores.file import _old_path
 from tests.planted import KINDS, SECRET, Kind, mode_of, plant, secret_file, umask, within_time
 from tests.record_files import framed
 
@@ -63,6 +64,11 @@ def store(directory: Path, clock: FakeClock) -> Iterator[FileStore]:
 
 def record_path(store: FileStore, key: str = KEY) -> Path:
     return Path(store._locate(key)[1])
+
+
+def old_record_path(store: FileStore, key: str = KEY) -> Path:
+    """Where stores before 0.2 kept the record: two fan-out levels deep (still read)."""
+    return Path(_old_path(store.directory, key))
 
 
 def lock_path(store: FileStore, key: str = KEY) -> Path:
@@ -191,10 +197,10 @@ def test_a_symlinked_fan_out_directory_is_refused_and_nothing_outside_is_written
 ) -> None:
     parent = record_path(store).parent
     if level == "top":
-        link = parent.parent
-    else:
-        parent.parent.mkdir(mode=0o700)
         link = parent
+    else:  # the second level of the layout before 0.2, which is still read
+        parent.mkdir(mode=0o700)
+        link = old_record_path(store).parent
     link.symlink_to(outside, target_is_directory=True)
 
     calls: list[Callable[[], object]] = [
@@ -244,7 +250,7 @@ def test_each_fan_out_directory_is_checked_once_per_store(
     real_lstat = os.lstat
 
     def lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
-        if os.fspath(path) in (str(parent), str(parent.parent)):
+        if os.fspath(path).startswith(str(parent)):
             checked.append(os.fspath(path))
         return real_lstat(path, *args, **kwargs)
 
@@ -253,7 +259,7 @@ def test_each_fan_out_directory_is_checked_once_per_store(
         store.save(KEY, b"data %d" % n, expires_at=clock.now + 60)
         assert store.load(KEY) is not None
 
-    assert sorted(checked) == sorted([str(parent.parent), str(parent)])
+    assert checked == [str(parent)]
 
 
 # -- no link is followed ----------------------------------------------------------------
@@ -317,15 +323,14 @@ def test_purge_scan_and_leftover_temp_files_never_descend_into_a_symlinked_fan_o
 ) -> None:
     parent = record_path(store).parent
     # Outside, a tree that looks like the store's: an expired record and a temp file.
-    mirror = outside / parent.name if level == "top" else outside
-    mirror.mkdir(exist_ok=True)
+    mirror = outside
     (mirror / KEY).write_bytes(framed(b"not the store's", clock.now - 3600))
     (mirror / f".{KEY}.tmp").write_bytes(b"not the store's either")
     if level == "top":
-        parent.parent.symlink_to(outside, target_is_directory=True)
-    else:
-        parent.parent.mkdir(mode=0o700)
         parent.symlink_to(outside, target_is_directory=True)
+    else:  # the second level of the layout before 0.2
+        parent.mkdir(mode=0o700)
+        old_record_path(store).parent.symlink_to(outside, target_is_directory=True)
     before = everything_under(outside)
 
     assert list(store.scan()) == []
@@ -501,7 +506,7 @@ OPERATIONS: dict[str, Callable[[FileStore, float], object]] = {
 }
 
 FAULTS = {
-    "load-check-directory": ("load", Fault(os, "lstat", "top", errno.EIO)),
+    "load-check-directory": ("load", Fault(os, "lstat", "parent", errno.EIO)),
     "load-open": ("load", Fault(os, "open", "record", errno.EACCES)),
     "load-fstat": ("load", Fault(os, "fstat", "record", errno.EIO)),
     "load-read": ("load", Fault(os, "read", "record", errno.EIO)),
