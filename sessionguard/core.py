@@ -124,13 +124,15 @@ class SessionCore:
         if not values:
             return Session(read_only=read_only)
         if key is None:
-            # Forged, garbled, oversized, or signed with a retired key: never looked up.
+            # Forged, garbled, oversized, signed with a retired key, or another app's
+            # cookie of the same name (Flask's is "session" too): never looked up, and
+            # never cleared either, since it may not be ours to delete.
             security_logger.info(
                 "session cookie rejected: bad format or signature",
                 extra={"event": EventKind.REJECTED_COOKIE},
             )
             self._emit(EventKind.REJECTED_COOKIE)
-            return self._fresh(read_only, stale_cookie=True)
+            return Session(read_only=read_only)
         record: Record | None = yield Load(key)
         if record is None:
             self._emit(EventKind.EXPIRED, key, "missing")  # idle-expired, purged or logged out
@@ -282,6 +284,24 @@ class SessionCore:
             return self.policy.rotated_response()
         cookies = (cookie,) if cookie is not None else ()
         return (*cookies, session.legacy_clear) if session.legacy_clear else cookies
+
+    def response_cookies(
+        self, ours: tuple[str, ...], app_set_cookies: Sequence[str]
+    ) -> tuple[str, ...]:
+        """The Set-Cookie values to add to a response whose app already sets
+        `app_set_cookies`: ours, except that a cookie of the session's name set by the app
+        itself is the app's to keep (two owners of one name is a misconfiguration)."""
+        name = self.cookie.name
+        if not any(value.partition("=")[0].strip() == name for value in app_set_cookies):
+            return ours
+        logger.error(
+            "the application set a cookie named %r, the name of the session cookie: its "
+            "cookie is kept and the session's is not sent. Give one of them another name "
+            "(the middleware's session_cookie=...)",
+            name,
+            extra={"event": "cookie_clash"},
+        )
+        return tuple(value for value in ours if value.partition("=")[0] != name)
 
     def _emit(self, kind: EventKind, key: str | None = None, reason: str | None = None) -> None:
         if self.events:

@@ -89,6 +89,8 @@ class _Response:
             self.replacement = result
             self._start_response(_status_line(result), list(result.headers))
             return lambda data: None  # the app's body belongs to the response we replaced
+        app_cookies = [value for name, value in headers if name.lower() == "set-cookie"]
+        result = core.response_cookies(result, app_cookies)
         headers = [*headers, *(("Set-Cookie", value) for value in result)]
         return self._start_response(status, headers)
 

@@ -75,7 +75,7 @@ async def test_bad_cookie_gets_fresh_session_without_store_lookup(
     assert response.json() == {"count": 2}
 
 
-async def test_bad_cookie_on_read_only_request_is_cleared(
+async def test_bad_cookie_on_read_only_request_is_left_alone(
     make_client: ClientFactory,
     store: CountingFileStore,
     bad_cookie: Callable[[SetCookie], str | bytes],
@@ -88,8 +88,8 @@ async def test_bad_cookie_on_read_only_request_is_cleared(
     assert response.status_code == 200
     assert response.json() == {}
     assert store.loads == 0
-    cleared = session_set_cookie(response)
-    assert cleared is not None and cleared.clears
+    # Not verified as ours, so not ours to delete (another app's "session", say).
+    assert session_set_cookie(response) is None
 
 
 async def test_cookie_signed_by_previous_key_is_accepted_and_re_signed_by_new_key(
