@@ -6,9 +6,10 @@ with the data kept server-side in an async-capable store.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, Sequence
+from collections.abc import MutableMapping
 from typing import Protocol, Unpack
 
+from .cookie import SecretKey
 from .driver import run_async
 from .options import SessionOptions, build_core
 from .policy import ErrorResponse
@@ -56,7 +57,7 @@ class SessionMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        secret_key: str | bytes | Sequence[str | bytes],
+        secret_key: SecretKey,
         *,
         store: AsyncStore | None = None,
         **options: Unpack[SessionOptions],

@@ -15,11 +15,11 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from .errors import ConfigurationError
 
-__all__ = ["CookieSettings", "Signer", "new_id", "read_cookie", "read_cookies"]
+__all__ = ["CookieSettings", "SecretKey", "Signer", "new_id", "read_cookie", "read_cookies"]
 
 ID_BYTES = 20
 _SIGNED_RE = re.compile(r"([0-9a-f]{40})\.([A-Za-z0-9_-]{43})")
@@ -28,6 +28,15 @@ _SALT = b"sessionguard.cookie.v1|"
 _COOKIE_SEPARATORS = re.compile(r"[;,]")
 
 SameSite = Literal["lax", "strict", "none"]
+
+
+class _Stringable(Protocol):
+    def __str__(self) -> str: ...
+
+
+#: A secret (`str` or `bytes`), a list of them newest first (rotation), or any object whose
+#: `str()` is the secret, as Starlette accepts (`starlette.datastructures.Secret`).
+SecretKey = str | bytes | Sequence[str | bytes] | _Stringable
 
 
 def new_id() -> str:
@@ -64,14 +73,24 @@ def read_cookie(header: str | None, name: str) -> str | None:
 class Signer:
     """Signs ids with the first key and accepts a signature by any key, so keys can rotate."""
 
-    def __init__(self, secret_key: str | bytes | Sequence[str | bytes]) -> None:
-        keys = [secret_key] if isinstance(secret_key, str | bytes) else list(secret_key)
+    def __init__(self, secret_key: SecretKey) -> None:
+        if isinstance(secret_key, list | tuple):
+            keys = list(secret_key)  # newest first: key rotation
+        elif isinstance(secret_key, str | bytes):
+            keys = [secret_key]
+        else:
+            # Anything else that `str()` gives the secret of, as Starlette accepts it:
+            # `starlette.datastructures.Secret` (from `Config`), a settings object.
+            keys = [str(secret_key)]
         if not keys or not all(keys):
             raise ConfigurationError(
                 "secret_key must be a non-empty string (or a list of them, newest first); "
                 "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
-        self._keys = [key.encode() if isinstance(key, str) else bytes(key) for key in keys]
+        self._keys = [
+            key if isinstance(key, bytes) else (key if isinstance(key, str) else str(key)).encode()
+            for key in keys
+        ]
 
     @property
     def secrets(self) -> tuple[bytes, ...]:
@@ -113,6 +132,8 @@ class CookieSettings:
     domain: str | None = None
     same_site: SameSite = "lax"
     https_only: bool = False
+    # CHIPS: the browser keeps a separate cookie per top-level site (an embedded app).
+    partitioned: bool = False
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", self.name):
@@ -170,4 +191,6 @@ class CookieSettings:
         # Browsers reject SameSite=None without Secure, so "none" implies it.
         if self.https_only or self.same_site == "none":
             parts.append("; Secure")
+        if self.partitioned:
+            parts.append("; Partitioned")
         return "".join(parts)

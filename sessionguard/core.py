@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from .codec import Envelope, Serializer, encode, record_keys
-from .cookie import CookieSettings, Signer, read_cookies
+from .cookie import CookieSettings, SecretKey, Signer, read_cookies
 from .errors import (
     ConfigurationError,
     ConflictError,
@@ -47,7 +47,7 @@ class SessionCore:
 
     def __init__(
         self,
-        secret_key: str | bytes | Sequence[str | bytes],
+        secret_key: SecretKey,
         *,
         cookie: CookieSettings,
         policy: CorruptionPolicy,

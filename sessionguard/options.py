@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from typing import TypedDict, Unpack
 
 from .codec import Serializer
-from .cookie import CookieSettings, SameSite
+from .cookie import CookieSettings, SameSite, SecretKey
 from .core import SessionCore, UnsignedRecords
+from .errors import ConfigurationError
 from .events import Hook
 from .legacy import LegacyCookie
 from .policy import CorruptionPolicy
@@ -24,6 +26,7 @@ class SessionOptions(TypedDict, total=False):
     same_site: SameSite
     https_only: bool
     domain: str | None
+    partitioned: bool
     policy: CorruptionPolicy
     idle_timeout: int | None
     absolute_timeout: int
@@ -36,10 +39,25 @@ class SessionOptions(TypedDict, total=False):
     unsigned_records: UnsignedRecords
 
 
-def build_core(
-    secret_key: str | bytes | Sequence[str | bytes], **options: Unpack[SessionOptions]
-) -> SessionCore:
-    """Build the core from the middleware's keyword options, applying the defaults once."""
+def build_core(secret_key: SecretKey, **options: Unpack[SessionOptions]) -> SessionCore:
+    """Build the core from the middleware's keyword options, applying the defaults once.
+
+    An unknown option is an error: a misspelt `htps_only` must not start a site that
+    sends its session cookie without `Secure`.
+    """
+    unknown = sorted(set(options) - set(SessionOptions.__annotations__))
+    if unknown:
+        known = sorted(SessionOptions.__annotations__)
+        hints = [
+            f"{name!r} (did you mean {close[0]!r}?)"
+            if (close := difflib.get_close_matches(name, known, n=1))
+            else repr(name)
+            for name in unknown
+        ]
+        raise ConfigurationError(
+            f"unknown SessionMiddleware option {', '.join(hints)}; the options are: "
+            f"{', '.join(known)}"
+        )
     cookie = CookieSettings(
         name=options.get("session_cookie", "session"),
         max_age=options.get("max_age", 14 * 24 * 60 * 60),
@@ -47,6 +65,7 @@ def build_core(
         domain=options.get("domain"),
         same_site=options.get("same_site", "lax"),
         https_only=options.get("https_only", False),
+        partitioned=options.get("partitioned", False),
     )
     return SessionCore(
         secret_key,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Unpack
 
+from .cookie import SecretKey
 from .driver import run_sync
 from .options import SessionOptions, build_core
 from .policy import ErrorResponse
@@ -43,7 +44,7 @@ class SessionMiddleware:
     def __init__(
         self,
         app: WSGIApplication,
-        secret_key: str | bytes | Sequence[str | bytes],
+        secret_key: SecretKey,
         *,
         store: SyncStore | None = None,
         **options: Unpack[SessionOptions],
