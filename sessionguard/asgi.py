@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Protocol, Unpack
 
-from .cookie import SecretKey
+from .cookie import SecretKey, vary_on_cookie
 from .driver import run_async
 from .options import SessionOptions, build_core
 from .policy import ErrorResponse
@@ -43,6 +43,7 @@ def get_session(request: _HasScope | Scope) -> Session:
             "no sessionguard session in this scope: add sessionguard.asgi.SessionMiddleware "
             "to the app's middleware"
         )
+    session.mark_accessed()
     return session
 
 
@@ -90,6 +91,9 @@ class SessionMiddleware:
         scope["session"] = opened
         if is_websocket:
             await self.app(scope, receive, send)
+            # After the connection: what it changed in a stored session is saved (no
+            # cookie can be sent; a failure is logged by the core, nobody is left to tell).
+            await run_async(self.core.commit(opened), self.store, self.core.events)
             return
         await self.app(scope, receive, _CommittingSend(self, opened, send))
 
@@ -115,13 +119,20 @@ class _CommittingSend:
             headers = list(message.get("headers", ()))
             app_cookies = [v.decode("latin-1") for k, v in headers if k.lower() == b"set-cookie"]
             result = core.response_cookies(result, app_cookies)
-            if result:
-                message = dict(message)
-                cookies = [(b"set-cookie", value.encode("latin-1")) for value in result]
-                message["headers"] = [*headers, *cookies]
+            if self._session.accessed:
+                headers = _with_vary_cookie(headers)
+            message = dict(message)
+            cookies = [(b"set-cookie", value.encode("latin-1")) for value in result]
+            message["headers"] = [*headers, *cookies]
         elif self._replaced:
             return  # the app's body belongs to the response we replaced
         await self._send(message)
+
+
+def _with_vary_cookie(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    vary = b", ".join(v for k, v in headers if k.lower() == b"vary").decode("latin-1")
+    others = [(k, v) for k, v in headers if k.lower() != b"vary"]
+    return [*others, (b"vary", vary_on_cookie(vary or None).encode("latin-1"))]
 
 
 async def _send_response(send: Send, response: ErrorResponse) -> None:

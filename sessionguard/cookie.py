@@ -19,7 +19,15 @@ from typing import Literal, Protocol
 
 from .errors import ConfigurationError
 
-__all__ = ["CookieSettings", "SecretKey", "Signer", "new_id", "read_cookie", "read_cookies"]
+__all__ = [
+    "CookieSettings",
+    "SecretKey",
+    "Signer",
+    "new_id",
+    "read_cookie",
+    "read_cookies",
+    "vary_on_cookie",
+]
 
 ID_BYTES = 20
 _SIGNED_RE = re.compile(r"([0-9a-f]{40})\.([A-Za-z0-9_-]{43})")
@@ -62,6 +70,16 @@ def read_cookies(header: str | None, name: str) -> list[str]:
         if sep and key.strip() == name:
             found.append(value.strip().strip('"'))
     return found
+
+
+def vary_on_cookie(vary: str | None) -> str:
+    """The `Vary` header value once `Cookie` is in it: a response built from the session
+    must not be served by a shared cache to another user."""
+    if not vary:
+        return "Cookie"
+    if "cookie" in (part.strip().lower() for part in vary.split(",")) or vary.strip() == "*":
+        return vary
+    return f"{vary}, Cookie"
 
 
 def read_cookie(header: str | None, name: str) -> str | None:
@@ -142,12 +160,6 @@ class CookieSettings:
             raise ConfigurationError(
                 f"same_site must be 'lax', 'strict' or 'none', got {self.same_site!r}"
             )
-        if self.max_age is not None and self.max_age <= 0:
-            # Max-Age=0 on every Set-Cookie would delete the cookie as soon as it is sent.
-            raise ConfigurationError(
-                f"max_age must be a positive number of seconds, or None for a cookie that "
-                f"ends with the browser session; got {self.max_age!r}"
-            )
         # Both go verbatim into Set-Cookie: a ";" would smuggle in attributes of its own.
         if not self.path.startswith("/") or re.search(r"[\x00-\x1f\x7f;]", self.path):
             raise ConfigurationError(
@@ -172,25 +184,31 @@ class CookieSettings:
                 f"session_cookie {self.name!r}: a __Secure- cookie needs https_only=True"
             )
 
+    # Attributes are spelt, and ordered, as Starlette's SessionMiddleware writes them
+    # (names are case-insensitive to browsers): code and tests written against Starlette's
+    # Set-Cookie keep working after the switch.
+
     def set_header(self, value: str) -> str:
-        """The Set-Cookie header value that stores `value`."""
-        max_age = f"; Max-Age={self.max_age}" if self.max_age is not None else ""
-        return f"{self.name}={value}{max_age}{self._attributes()}"
+        """The Set-Cookie header value that stores `value`.
+
+        No `Max-Age` when `max_age` is `None` (a browser-session cookie) or 0, as in
+        Starlette; a negative one is sent as it is (the browser drops the cookie at once).
+        """
+        max_age = f"; Max-Age={self.max_age}" if self.max_age else ""
+        return f"{self.name}={value}; path={self.path}{max_age}{self._attributes()}"
 
     def clear_header(self) -> str:
         """The Set-Cookie header value that makes the browser drop the cookie."""
-        expired = "; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
-        return f"{self.name}={expired}{self._attributes()}"
+        expired = "; Max-Age=0; expires=Thu, 01 Jan 1970 00:00:00 GMT"
+        return f"{self.name}=; path={self.path}{expired}{self._attributes()}"
 
     def _attributes(self) -> str:
-        parts = [f"; Path={self.path}"]
-        if self.domain:
-            parts.append(f"; Domain={self.domain}")
-        parts.append("; HttpOnly")
-        parts.append(f"; SameSite={self.same_site}")
+        parts = ["; httponly", f"; samesite={self.same_site}"]
         # Browsers reject SameSite=None without Secure, so "none" implies it.
         if self.https_only or self.same_site == "none":
-            parts.append("; Secure")
+            parts.append("; secure")
+        if self.domain:
+            parts.append(f"; domain={self.domain}")
         if self.partitioned:
-            parts.append("; Partitioned")
+            parts.append("; partitioned")
         return "".join(parts)

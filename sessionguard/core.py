@@ -74,12 +74,16 @@ class SessionCore:
         self.accept_unsigned = unsigned_records == "accept"
         self.cookie = cookie
         self.policy = policy
+        if idle_timeout is not None and idle_timeout <= 0 or absolute_timeout <= 0:
+            raise ConfigurationError("idle_timeout and absolute_timeout must be positive seconds")
         if idle_timeout is None:
-            idle_timeout = cookie.max_age or 14 * 24 * 60 * 60
+            # As in Starlette, a session lasts max_age; None (a browser-session cookie)
+            # still ends on the server after 14 idle days, and a max_age of 0 or less means
+            # the session ends with the request (its record is stored already expired).
+            max_age = cookie.max_age
+            idle_timeout = 14 * 24 * 60 * 60 if max_age is None else max(max_age, 0)
         self.idle_timeout = idle_timeout
         self.absolute_timeout = absolute_timeout
-        if self.idle_timeout <= 0 or absolute_timeout <= 0:
-            raise ConfigurationError("idle_timeout and absolute_timeout must be positive seconds")
         if serializer not in ("msgpack", "json"):
             raise ConfigurationError(f"serializer must be 'msgpack' or 'json', got {serializer!r}")
         if max_attempts < 1:
@@ -256,8 +260,14 @@ class SessionCore:
 
         Returns an `ErrorResponse` (503) when the store is unavailable or concurrent
         writers kept winning; the stored data is then as it was.
+
+        A websocket's session (`read_only`: no cookie can be sent) is saved only if it was
+        stored before: a new one would be unreachable without its cookie, so it is
+        dropped, with a debug line. Nothing is returned for it.
         """
-        if session.read_only:
+        if session.read_only and session.loaded is None:
+            if session.modified:
+                logger.debug("a new session changed over a websocket was not saved (no cookie)")
             return ()
         try:
             cookie = yield from self._commit(session)
@@ -282,6 +292,8 @@ class SessionCore:
             )
             self._emit(EventKind.ROTATED, loaded.key if loaded else None)
             return self.policy.rotated_response()
+        if session.read_only:
+            return ()  # saved server-side; a websocket cannot carry a cookie
         cookies = (cookie,) if cookie is not None else ()
         return (*cookies, session.legacy_clear) if session.legacy_clear else cookies
 

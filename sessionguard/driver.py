@@ -6,10 +6,11 @@ The two drivers differ only in `op(store)` versus `await aop(store)`; everything
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from typing import Any, TypeVar, cast
+
+import anyio.to_thread
 
 from .errors import ConflictError, SessionTooLargeError, StoreUnavailableError
 from .events import Event, EventBus, EventKind
@@ -113,10 +114,10 @@ async def _aperform(op: Op, store: AsyncStore) -> Any:
         case Update(key, updater):
             return await store.aupdate(key, updater)
         case Quarantine():
-            await asyncio.to_thread(_write_quarantine, op)
+            await anyio.to_thread.run_sync(_write_quarantine, op)
             return await store.adelete(op.key, expected_version=op.record.version)
         case LoadLegacy(source, legacy_id):
-            return await asyncio.to_thread(source.load, legacy_id)
+            return await anyio.to_thread.run_sync(source.load, legacy_id)
 
 
 def _write_quarantine(op: Quarantine) -> None:

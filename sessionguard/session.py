@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +21,16 @@ class Loaded:
     expires_at: float
 
 
-class Session(MutableMapping[str, Any]):
-    """A session's data, used like a dict (`request.session["user"] = 42`).
+class Session(dict[str, Any]):
+    """A session's data: a real `dict` (`request.session["user"] = 42`, `json.dumps`,
+    `isinstance(session, dict)` all work), that records the keys this request set and
+    deleted, through every mutating method, so a save can apply exactly that change on
+    top of whatever concurrent requests stored meanwhile.
 
-    It records the keys this request set and deleted, so a save can apply exactly that
-    change on top of whatever concurrent requests stored meanwhile. Changing a value in
-    place (`session["cart"].append(x)`) is not seen: assign it again, or set
-    `session.modified = True` to mark every key as changed.
+    Changing a value in place (`session["cart"].append(x)`) is not seen: assign it again,
+    or set `session.modified = True` to mark every key as changed. `accessed` is set by
+    `mark_accessed()` (Starlette's `request.session` calls it) and by every change; the
+    middleware then adds `Vary: Cookie` to the response, as Starlette's does.
     """
 
     def __init__(
@@ -37,12 +40,15 @@ class Session(MutableMapping[str, Any]):
         loaded: Loaded | None = None,
         read_only: bool = False,
     ) -> None:
-        self._data: dict[str, Any] = dict(data or {})
+        super().__init__(data or {})
         self.loaded = loaded
         self.id = loaded.key if loaded else new_id()
+        # Over a websocket: changes are saved server-side, but no cookie can be sent, so
+        # nothing that needs one (regenerate, invalidate) is possible.
         self.read_only = read_only
         self.set_keys: set[str] = set()
         self.deleted_keys: set[str] = set()
+        self.accessed = False
         self.regenerated = False
         self.carry_in_flight = False
         self.invalidated = False
@@ -63,12 +69,16 @@ class Session(MutableMapping[str, Any]):
 
     @modified.setter
     def modified(self, value: bool) -> None:
-        self._check_writable()
         if value:
-            self.set_keys.update(self._data)
+            self.accessed = True
+            self.set_keys.update(self)
         else:
             self.set_keys.clear()
             self.deleted_keys.clear()
+
+    def mark_accessed(self) -> None:
+        """Note that the app looked at the session (the response then varies by cookie)."""
+        self.accessed = True
 
     def regenerate(self, *, carry_in_flight: bool = False) -> None:
         """Move this session's data to a new id; call it at login to defeat session fixation.
@@ -85,7 +95,8 @@ class Session(MutableMapping[str, Any]):
         subdomains you do not control): those requests cannot be told apart from the
         user's own.
         """
-        self._check_writable()
+        self._needs_cookie("regenerate()")
+        self.accessed = True
         self.id = new_id()
         # After invalidate() this already is a new session under a fresh id: there is no
         # old id left to point from, so it is saved as a plain new session.
@@ -99,47 +110,80 @@ class Session(MutableMapping[str, Any]):
         Keys set afterwards (a "you have been logged out" message) start a new session
         under a new id; nothing of the old one is carried over.
         """
-        self._check_writable()
-        self._data.clear()
+        self._needs_cookie("invalidate()")
+        self.accessed = True
+        super().clear()
         self.set_keys.clear()
         self.deleted_keys.clear()
         self.regenerated = False
         self.invalidated = True
         self.id = new_id()
 
-    def _check_writable(self) -> None:
+    def _needs_cookie(self, what: str) -> None:
         if self.read_only:
             raise TypeError(
-                "this session is read-only (websocket connections cannot send a Set-Cookie); "
-                "change the session in an HTTP request instead"
+                f"{what} needs a Set-Cookie, which a websocket connection cannot send; call "
+                "it in an HTTP request instead"
             )
 
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
+    # -- every way a dict can change, each recording what it changed ----------------------
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._check_writable()
+    def _note_set(self, key: str) -> None:
         if not isinstance(key, str):
             raise TypeError(f"session keys must be str, got {type(key).__name__}: {key!r}")
-        self._data[key] = value
+        self.accessed = True
         self.set_keys.add(key)
         self.deleted_keys.discard(key)
 
-    def __delitem__(self, key: str) -> None:
-        self._check_writable()
-        del self._data[key]
+    def _note_deleted(self, key: str) -> None:
+        self.accessed = True
         self.deleted_keys.add(key)
         self.set_keys.discard(key)
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._note_set(key)
+        super().__setitem__(key, value)
 
-    def __len__(self) -> int:
-        return len(self._data)
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._note_deleted(key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> Session:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return super().__getitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            value = super().pop(key)
+            self._note_deleted(key)
+            return value
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def popitem(self) -> tuple[str, Any]:
+        key, value = super().popitem()
+        self._note_deleted(key)
+        return key, value
+
+    def clear(self) -> None:
+        for key in list(self):
+            self._note_deleted(key)
+        super().clear()
+        self.accessed = True
 
     def __repr__(self) -> str:
         state = "new" if self.is_new else "loaded"
-        return f"<Session {state} keys={sorted(self._data)!r}>"
+        return f"<Session {state} keys={sorted(self)!r}>"
 
     def apply_changes(self, base: Mapping[str, Any]) -> dict[str, Any]:
         """Return `base` with this request's set and deleted keys applied: the merge rule."""
@@ -147,5 +191,5 @@ class Session(MutableMapping[str, Any]):
         for key in self.deleted_keys:
             merged.pop(key, None)
         for key in self.set_keys:
-            merged[key] = self._data[key]
+            merged[key] = super().__getitem__(key)
         return merged

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Unpack
 
-from .cookie import SecretKey
+from .cookie import SecretKey, vary_on_cookie
 from .driver import run_sync
 from .options import SessionOptions, build_core
 from .policy import ErrorResponse
@@ -31,6 +31,7 @@ def get_session(environ: WSGIEnvironment) -> Session:
             f"no sessionguard session in environ[{ENVIRON_KEY!r}]: wrap the WSGI app in "
             "sessionguard.wsgi.SessionMiddleware"
         )
+    session.mark_accessed()
     return session
 
 
@@ -92,6 +93,10 @@ class _Response:
             return lambda data: None  # the app's body belongs to the response we replaced
         app_cookies = [value for name, value in headers if name.lower() == "set-cookie"]
         result = core.response_cookies(result, app_cookies)
+        if self._session.accessed:
+            vary = ", ".join(value for name, value in headers if name.lower() == "vary")
+            headers = [(n, v) for n, v in headers if n.lower() != "vary"]
+            headers.append(("Vary", vary_on_cookie(vary or None)))
         headers = [*headers, *(("Set-Cookie", value) for value in result)]
         return self._start_response(status, headers)
 

@@ -19,17 +19,19 @@ in bounded steps that report their progress. Every built-in store implements bot
 from __future__ import annotations
 
 import abc
-import asyncio
-import contextvars
 import functools
 import hashlib
 import random
 import re
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import anyio
+import anyio.to_thread
+from anyio import CapacityLimiter
+from anyio.lowlevel import RunVar
 
 from ..errors import (
     ConfigurationError,
@@ -334,34 +336,33 @@ class SyncBackedStore(abc.ABC):
 
 
 class ThreadedStore(SyncBackedStore):
-    """A `SyncBackedStore` whose async methods run the blocking ones in a bounded thread pool.
+    """A `SyncBackedStore` whose async methods run the blocking ones in worker threads.
 
-    The pool is private to the store, so a slow disk cannot starve the event loop's
-    default executor, and context variables are carried into the worker thread.
+    Through anyio, so the store works under asyncio and trio alike (Starlette and its test
+    client run on either). At most `max_threads` calls of one store run at once, on a
+    limiter of the store's own, so a slow disk cannot take the threads the event loop's
+    other work needs; context variables are carried into the worker thread.
     """
 
     def __init__(self, *, max_threads: int = 8) -> None:
         if max_threads < 1:
             raise ConfigurationError(f"max_threads must be at least 1, got {max_threads!r}")
         self._max_threads = max_threads
-        self._executor: ThreadPoolExecutor | None = None
+        # A limiter belongs to one event loop run: one per run, made on first use in it.
+        self._limiter: RunVar[CapacityLimiter] = RunVar(f"sessionguard-{id(self)}")
 
     async def _run(self, func: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                self._max_threads, thread_name_prefix="sessionguard"
-            )
-        call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
-
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        try:
+            limiter = self._limiter.get()
+        except LookupError:
+            limiter = CapacityLimiter(self._max_threads)
+            self._limiter.set(limiter)
+        call = functools.partial(func, *args, **kwargs)
+        return await anyio.to_thread.run_sync(call, limiter=limiter)
 
     async def aclose(self) -> None:
-        # Waiting for the pool's threads to finish blocks: do it off the event loop.
-        await asyncio.to_thread(self.close)
+        # Closing may block (a pool, a connection): do it off the event loop.
+        await anyio.to_thread.run_sync(self.close)
 
 
 def update_by_swap(store: SyncStore, key: str, updater: Updater) -> int | None:
@@ -394,7 +395,7 @@ async def aupdate_by_swap(store: AsyncStore, key: str, updater: Updater) -> int 
     """The awaitable twin of `update_by_swap`."""
     for attempt in range(UPDATE_ATTEMPTS):
         if attempt:
-            await asyncio.sleep(_backoff(attempt))
+            await anyio.sleep(_backoff(attempt))
         current = await store.aload(key)
         write = updater(current)
         if write is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -120,34 +122,36 @@ def _websocket_scope(cookie: str) -> dict[str, Any]:
     }
 
 
-async def test_websocket_sees_stored_session_read_only(
+async def test_a_websocket_changes_a_stored_session_server_side(
     make_client: ClientFactory, store: CountingFileStore
 ) -> None:
+    """A cookie session cannot do this: the change reaches the next HTTP request."""
     client = make_client()
     cookie = session_set_cookie(await client.get("/count"))
     assert cookie is not None
     await client.get("/count", cookie=cookie_header(cookie.value))
-    path = store._locate(cookie.session_id)[1]
-    with open(path, "rb") as file:
-        stored = file.read()
     recorder = Recorder({"type": "websocket.connect"}, {"type": "websocket.disconnect"})
     await client.app(_websocket_scope(cookie_header(cookie.value)), recorder.receive, recorder.send)
     types = [message["type"] for message in recorder.sent]
     assert types == ["websocket.accept", "websocket.send", "websocket.send", "websocket.close"]
     assert recorder.sent[1]["text"] == '{"count":2}'
-    assert recorder.sent[2]["text"].startswith("TypeError: this session is read-only")
-    with open(path, "rb") as file:
-        assert file.read() == stored  # nothing was saved from the websocket
+    assert recorder.sent[2]["text"] == "mutated"
+
+    response = await client.get("/read", cookie=cookie_header(cookie.value))
+    assert response.json() == {"count": 999}
 
 
-async def test_websocket_without_cookie_gets_empty_read_only_session(
-    make_client: ClientFactory,
+async def test_a_new_session_on_a_websocket_works_in_memory_and_is_dropped(
+    make_client: ClientFactory, store_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = make_client()
     recorder = Recorder({"type": "websocket.connect"}, {"type": "websocket.disconnect"})
-    await client.app(_websocket_scope("other=1"), recorder.receive, recorder.send)
+    with caplog.at_level(logging.DEBUG, logger="sessionguard"):
+        await client.app(_websocket_scope("other=1"), recorder.receive, recorder.send)
     assert recorder.sent[1]["text"] == "{}"
-    assert recorder.sent[2]["text"].startswith("TypeError")
+    assert recorder.sent[2]["text"] == "mutated"
+    assert [p for p in store_dir.rglob("*") if p.is_file() and ".locks" not in p.parts] == []
+    assert any("websocket was not saved" in r.getMessage() for r in caplog.records)
 
 
 async def test_websocket_is_refused_with_try_again_later_when_store_is_down(

@@ -67,4 +67,4 @@ async def test_a_secret_from_starlette_config_and_partitioned_work(tmp_path: Pat
 
     assert (first.json(), second.json()) == ({"n": 1}, {"n": 2})
     attributes = [part.strip() for part in first.headers["set-cookie"].split(";")]
-    assert "Partitioned" in attributes and "Secure" in attributes
+    assert "partitioned" in attributes and "secure" in attributes

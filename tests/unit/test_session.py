@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
@@ -70,7 +71,7 @@ def test_non_str_key_raises_type_error() -> None:
     with pytest.raises(TypeError, match="session keys must be str"):
         session[1] = "x"  # type: ignore[index]
     with pytest.raises(TypeError):
-        session.update({b"bytes": 1})  # type: ignore[dict-item]
+        session.update({b"bytes": 1})
     assert len(session) == 0
     assert not session.modified
 
@@ -199,28 +200,77 @@ def test_read_only_session_can_be_read() -> None:
 
 
 @pytest.mark.parametrize(
-    "mutate",
+    "needs_a_cookie",
     [
-        pytest.param(lambda s: s.__setitem__("user", 1), id="setitem"),
-        pytest.param(lambda s: s.__delitem__("user"), id="delitem"),
-        pytest.param(lambda s: s.update(a=1), id="update"),
-        pytest.param(lambda s: s.pop("user"), id="pop"),
-        pytest.param(lambda s: s.setdefault("new", 1), id="setdefault"),
-        pytest.param(lambda s: s.clear(), id="clear"),
         pytest.param(lambda s: s.regenerate(), id="regenerate"),
         pytest.param(lambda s: s.invalidate(), id="invalidate"),
-        pytest.param(lambda s: setattr(s, "modified", True), id="modified"),
     ],
 )
-def test_read_only_session_raises_type_error_on_mutation(
-    mutate: Callable[[Session], object],
+def test_a_websocket_session_refuses_what_needs_a_cookie(
+    needs_a_cookie: Callable[[Session], object],
 ) -> None:
     session = Session({"user": 42}, loaded=LOADED, read_only=True)
-    with pytest.raises(TypeError, match="read-only"):
-        mutate(session)
+    with pytest.raises(TypeError, match="websocket"):
+        needs_a_cookie(session)
     assert dict(session) == {"user": 42}
     assert session.id == LOADED.key
     assert not session.modified
+
+
+@pytest.mark.parametrize(
+    ("mutate", "set_keys", "deleted_keys", "after"),
+    [
+        pytest.param(lambda s: s.__setitem__("c", 3), {"c"}, set(), {"a": 1, "b": 2, "c": 3}),
+        pytest.param(lambda s: s.__delitem__("a"), set(), {"a"}, {"b": 2}),
+        pytest.param(
+            lambda s: s.update({"a": 9}, c=3), {"a", "c"}, set(), {"a": 9, "b": 2, "c": 3}
+        ),
+        pytest.param(lambda s: s.__ior__({"c": 3}), {"c"}, set(), {"a": 1, "b": 2, "c": 3}),
+        pytest.param(lambda s: s.setdefault("c", 3), {"c"}, set(), {"a": 1, "b": 2, "c": 3}),
+        pytest.param(lambda s: s.setdefault("a", 3), set(), set(), {"a": 1, "b": 2}),
+        pytest.param(lambda s: s.pop("a"), set(), {"a"}, {"b": 2}),
+        pytest.param(lambda s: s.pop("missing", None), set(), set(), {"a": 1, "b": 2}),
+        pytest.param(lambda s: s.popitem(), set(), {"b"}, {"a": 1}),
+        pytest.param(lambda s: s.clear(), set(), {"a", "b"}, {}),
+    ],
+    ids=[
+        "setitem",
+        "delitem",
+        "update",
+        "ior",
+        "setdefault-new",
+        "setdefault-existing",
+        "pop",
+        "pop-missing",
+        "popitem",
+        "clear",
+    ],
+)
+def test_every_mutating_dict_method_records_exactly_what_it_changed(
+    mutate: Callable[[Session], object],
+    set_keys: set[str],
+    deleted_keys: set[str],
+    after: dict[str, int],
+) -> None:
+    session = Session({"a": 1, "b": 2}, loaded=LOADED)
+    mutate(session)
+    assert (session.set_keys, session.deleted_keys) == (set_keys, deleted_keys)
+    assert session == after
+    assert session.modified == bool(set_keys or deleted_keys)
+
+
+def test_a_session_is_a_real_dict_and_its_copies_are_plain_dicts() -> None:
+    session = Session({"user": 42}, loaded=LOADED)
+    assert isinstance(session, dict)
+    assert json.dumps(session) == '{"user": 42}'
+    copy = session.copy()
+    copy["other"] = 1  # changing a copy is not a change of the session
+    assert type(copy) is dict and not session.modified
+    merged = session | {"x": 1}
+    assert type(merged) is dict and not session.modified
+    assert not session.accessed
+    session.mark_accessed()
+    assert session.accessed
 
 
 # -- the merge rule ----------------------------------------------------------------------
