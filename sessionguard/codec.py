@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 import msgpack
 
+from . import values
 from .errors import CorruptReason, CorruptSessionError
 
 __all__ = ["Envelope", "Serializer", "decode", "encode", "record_keys"]
@@ -78,9 +79,11 @@ def encode(
     body = [envelope.created_at, envelope.moved_to, envelope.data]
     try:
         if serializer == "json":
-            payload = _json_dumps(body)
+            payload = _json_dumps(values.to_json(body))
         else:
-            payload = msgpack.packb(body, use_bin_type=True)
+            payload = msgpack.packb(
+                body, use_bin_type=True, strict_types=True, default=values.msgpack_default
+            )
     except (TypeError, ValueError, OverflowError) as exc:
         raise _unencodable(envelope.data, serializer, exc) from exc
     flags = _FLAG_JSON if serializer == "json" else 0
@@ -175,9 +178,11 @@ def _check_signature(
 def _parse(payload: bytes, *, as_json: bool) -> Envelope:
     try:
         if as_json:
-            body = json.loads(payload)
+            body = json.loads(payload, object_hook=values.from_json)
         else:
-            body = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+            body = msgpack.unpackb(
+                payload, raw=False, strict_map_key=False, ext_hook=values.msgpack_ext_hook
+            )
     except Exception as exc:  # every parser error means the same thing: undecodable bytes
         raise CorruptSessionError(
             CorruptReason.UNDECODABLE, f"payload did not parse: {exc}"
@@ -231,13 +236,16 @@ def _unencodable(data: Mapping[str, Any], serializer: Serializer, exc: Exception
         for part, what in ((key, "session key"), (value, "session value for key")):
             try:
                 if serializer == "json":
-                    _json_dumps(part)
+                    _json_dumps(values.to_json(part))
                 else:
-                    msgpack.packb(part, use_bin_type=True)
+                    msgpack.packb(
+                        part, use_bin_type=True, strict_types=True, default=values.msgpack_default
+                    )
             except (TypeError, ValueError, OverflowError):
                 return TypeError(
                     f"{what} {key!r} of type {type(part).__name__} cannot be "
-                    f"stored with {serializer}: {exc}. Store plain str/int/float/bool/None, "
-                    "lists and dicts (and bytes with msgpack)."
+                    f"stored with {serializer}: {exc}. Store str, int, float, bool, None, "
+                    "bytes, lists, tuples, sets, dicts with str keys, datetime/date/time, "
+                    "UUID, Decimal or Markup."
                 )
     return TypeError(f"session cannot be stored with {serializer}: {exc}")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cookie import new_id
+from .values import check_storable
 
 __all__ = ["Loaded", "Session"]
 
@@ -128,9 +129,11 @@ class Session(dict[str, Any]):
 
     # -- every way a dict can change, each recording what it changed ----------------------
 
-    def _note_set(self, key: str) -> None:
+    def _note_set(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
             raise TypeError(f"session keys must be str, got {type(key).__name__}: {key!r}")
+        # Here, in the view that assigned it, rather than as a 500 once the view returned.
+        check_storable(key, value)
         self.accessed = True
         self.set_keys.add(key)
         self.deleted_keys.discard(key)
@@ -141,7 +144,7 @@ class Session(dict[str, Any]):
         self.set_keys.discard(key)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self._note_set(key)
+        self._note_set(key, value)
         super().__setitem__(key, value)
 
     def __delitem__(self, key: str) -> None:

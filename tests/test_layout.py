@@ -16,6 +16,7 @@ PACKAGE = Path(sessionguard.__file__).parent
 LAYERS = {
     "errors": 0,
     "types": 0,
+    "values": 0,
     "codec": 1,
     "cookie": 1,
     "policy": 1,

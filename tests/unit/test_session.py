@@ -309,3 +309,17 @@ def test_apply_changes_after_modified_true_writes_every_key() -> None:
         "cart": ["a", "b"],
         "x": 0,
     }
+
+
+@pytest.mark.parametrize(
+    "value", [object(), complex(1, 2), {1: "int key"}, [print], float("nan")], ids=repr
+)
+def test_a_value_that_cannot_be_stored_is_refused_at_assignment_naming_key_and_type(
+    value: object,
+) -> None:
+    session = Session({"user": 42}, loaded=LOADED)
+    with pytest.raises(TypeError, match=r"'the_key' of type \w+ cannot be stored"):
+        session["the_key"] = value
+    with pytest.raises(TypeError, match="'other'"):
+        session.update(other=value)
+    assert session == {"user": 42} and not session.modified
