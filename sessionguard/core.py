@@ -99,6 +99,9 @@ class SessionCore:
         self.events = EventBus(hooks)
         self.legacy = legacy
         self.clock = clock
+        # What `open` hands the app: a `Session`, or a subclass an integration needs (the
+        # Flask interface's adds Flask's `SessionMixin`).
+        self.session_class: type[Session] = Session
 
     # -- opening ------------------------------------------------------------------------
 
@@ -126,7 +129,7 @@ class SessionCore:
             if legacy_id is not None:
                 return (yield from self._adopt(self.legacy, legacy_id, read_only))
         if not values:
-            return Session(read_only=read_only)
+            return self.session_class(read_only=read_only)
         if key is None:
             # Forged, garbled, oversized, signed with a retired key, or another app's
             # cookie of the same name (Flask's is "session" too): never looked up, and
@@ -136,7 +139,7 @@ class SessionCore:
                 extra={"event": EventKind.REJECTED_COOKIE},
             )
             self._emit(EventKind.REJECTED_COOKIE)
-            return Session(read_only=read_only)
+            return self.session_class(read_only=read_only)
         record: Record | None = yield Load(key)
         if record is None:
             self._emit(EventKind.EXPIRED, key, "missing")  # idle-expired, purged or logged out
@@ -148,13 +151,13 @@ class SessionCore:
         if envelope.moved_to is not None:
             # The id was regenerated. Following the pointer here would hand the new id to
             # whoever holds the old one (session fixation), so this request starts fresh.
-            return Session(read_only=read_only)
+            return self.session_class(read_only=read_only)
         if envelope.created_at + self.absolute_timeout <= self.clock():
             self._emit(EventKind.EXPIRED, key, "absolute")
             yield Delete(key, expected_version=record.version)
             return self._fresh(read_only, stale_cookie=True)
         loaded = Loaded(key, record.version, envelope.created_at, record.expires_at)
-        return Session(envelope.data, loaded=loaded, read_only=read_only)
+        return self.session_class(envelope.data, loaded=loaded, read_only=read_only)
 
     def _legacy_id(self, cookie_header: str | None, values: list[str]) -> str | None:
         """The old backend's id in this request, if it carries one and none of ours."""
@@ -194,7 +197,7 @@ class SessionCore:
         if not data:
             return self._legacy_session(legacy, read_only)  # nothing to adopt: write nothing
         if read_only:  # a websocket cannot set cookies: show the data, adopt later over HTTP
-            return Session(data, read_only=True)
+            return self.session_class(data, read_only=True)
         session = self._legacy_session(legacy, read_only)
         now = self.clock()
         claim = _Claim(
@@ -212,7 +215,7 @@ class SessionCore:
 
     def _legacy_session(self, legacy: LegacyCookie, read_only: bool) -> Session:
         """A new session for a request that came with the old backend's cookie."""
-        session = Session(read_only=read_only)
+        session = self.session_class(read_only=read_only)
         if read_only:
             return session
         if (legacy.name, legacy.path, legacy.domain) == (
@@ -226,7 +229,7 @@ class SessionCore:
         return session
 
     def _fresh(self, read_only: bool, *, stale_cookie: bool) -> Session:
-        session = Session(read_only=read_only)
+        session = self.session_class(read_only=read_only)
         session.stale_cookie = stale_cookie
         return session
 

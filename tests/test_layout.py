@@ -39,6 +39,7 @@ LAYERS = {
     "driver": 4,
     "options": 5,
     "wsgi": 6,
+    "flask": 6,
     "asgi": 6,
     # The readers of the stores people leave, and the migration that uses them.
     "sources.base": 4,
@@ -55,7 +56,7 @@ STORE_MAY_IMPORT = {"stores.base", "stores.frame", "stores.filesafety", "errors"
 FRAMEWORKS = {"starlette", "fastapi", "flask", "werkzeug", "django", "quart", "aiohttp"}
 # Reading Django's sessions means checking their signatures with django.core.signing,
 # imported lazily when a Django reader is created (only `sessionguard migrate` does that).
-FRAMEWORK_READERS = {"sources.django": {"django"}}
+FRAMEWORK_READERS = {"sources.django": {"django"}, "flask": {"flask"}}
 
 
 def module_name(path: Path) -> str:

@@ -12,6 +12,7 @@ from starlette.routing import Route
 import sessionguard
 from sessionguard import CorruptionPolicy, FileStore, MemoryStore
 from sessionguard.asgi import SessionMiddleware, get_session
+from sessionguard.flask import SessionInterface, get_session as flask_get_session
 from sessionguard.wsgi import (
     SessionMiddleware as WSGISessionMiddleware,
     get_session as wsgi_session,
@@ -56,3 +57,19 @@ def flask_home() -> dict[str, int]:
 
 memory: sessionguard.Store = MemoryStore()
 file_store: sessionguard.Store = FileStore("sessions")
+
+
+# The Flask quick start: flask.session itself becomes the sessionguard session.
+interface_app = Flask(__name__)
+interface_app.secret_key = "change-me"
+interface_app.session_interface = SessionInterface(store=FileStore("sessions"))
+
+
+@interface_app.get("/")
+def interface_home() -> dict[str, int]:
+    from flask import session as flask_session
+
+    flask_session["visits"] = flask_session.get("visits", 0) + 1
+    visits: int = flask_session["visits"]
+    flask_get_session().regenerate()
+    return {"visits": visits}

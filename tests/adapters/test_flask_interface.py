@@ -1,0 +1,231 @@
+"""`sessionguard.flask.SessionInterface`: `flask.session` itself is the sessionguard session
+(issue 11, item 2), with Flask's configuration, real Flask-Login and Flask-WTF.
+
+The behaviours were read from Flask 3.1's own session and flashing tests (which pass with
+the interface installed: see the closing note); these tests are our own.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import flask
+import flask_login
+import pytest
+from flask_wtf.csrf import CSRFProtect, generate_csrf
+from markupsafe import Markup
+
+from sessionguard import FileStore, MemoryStore
+from sessionguard.flask import FlaskSession, SessionInterface, get_session
+from sessionguard.stores import Store
+
+from .apps import FlakyMemoryStore
+
+
+@pytest.fixture(params=["file", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    made: Store = FileStore(tmp_path / "sessions") if request.param == "file" else MemoryStore()
+    yield made
+    made.close()
+
+
+def make_app(store: Store, **config: Any) -> flask.Flask:
+    app = flask.Flask(__name__)
+    app.config.update(SECRET_KEY="flask-secret", **config)
+    app.session_interface = SessionInterface(store=store)
+
+    @app.post("/set/<key>/<value>")
+    def set_value(key: str, value: str) -> str:
+        flask.session[key] = value
+        return "ok"
+
+    @app.get("/read")
+    def read() -> dict[str, Any]:
+        return dict(flask.session)
+
+    @app.get("/nothing")
+    def nothing() -> str:
+        return ""
+
+    return app
+
+
+def test_flask_session_is_kept_server_side_and_the_cookie_holds_only_a_signed_id(
+    store: Store,
+) -> None:
+    client = make_app(store).test_client()
+    client.post("/set/user/alice")
+
+    assert client.get("/read").json == {"user": "alice"}
+    cookie = client.get_cookie("session")
+    assert cookie is not None and re.fullmatch(r"[0-9a-f]{40}\.[\w-]{43}", cookie.value)
+
+
+def test_two_requests_changing_different_keys_both_keep_their_change(store: Store) -> None:
+    app = make_app(store)
+    client = app.test_client()
+    client.post("/set/seed/1")
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    interface = app.session_interface
+    headers = {"Cookie": f"session={cookie.value}"}
+    # Both requests load the session before either saves: the concurrent case, in steps.
+    with app.test_request_context(headers=headers) as first:
+        with app.test_request_context(headers=headers) as second:
+            assert isinstance(first.session, FlaskSession)
+            first.session["cart"] = "book"
+            second.session["theme"] = "dark"
+            interface.save_session(app, second.session, app.response_class())
+        interface.save_session(app, first.session, app.response_class())
+
+    assert client.get("/read").json == {"seed": "1", "cart": "book", "theme": "dark"}
+
+
+def test_flasks_cookie_settings_and_vary(store: Store) -> None:
+    app = make_app(
+        store,
+        SESSION_COOKIE_NAME="sid",
+        SESSION_COOKIE_DOMAIN=".example.com",
+        SESSION_COOKIE_PATH="/app",
+        SESSION_COOKIE_HTTPONLY=False,
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_PARTITIONED=True,
+    )
+    client = app.test_client()
+    response = client.post("/set/a/1", base_url="https://www.example.com")
+    cookie = response.headers["Set-Cookie"].lower()
+    assert cookie.startswith("sid=")
+    for part in ("domain=example.com", "path=/app", "secure", "samesite=strict", "partitioned"):
+        assert part in cookie, part
+    assert "httponly" not in cookie
+    assert "Cookie" in response.vary
+    assert "Cookie" not in client.get("/nothing", base_url="https://www.example.com").vary
+
+
+def test_secret_key_fallbacks_rotate_like_flasks(store: Store) -> None:
+    app = make_app(store)
+    client = app.test_client()
+    client.post("/set/a/1")
+    app.secret_key = "new-secret"
+    app.config["SECRET_KEY_FALLBACKS"] = ["flask-secret"]
+    assert client.get("/read").json == {"a": "1"}
+    app.config["SECRET_KEY_FALLBACKS"] = []
+    assert client.get("/read").json == {}
+
+
+def test_a_permanent_session_gets_flasks_expiry_and_slides_each_request(store: Store) -> None:
+    app = make_app(store, PERMANENT_SESSION_LIFETIME=datetime.timedelta(days=3))
+
+    @app.post("/login")
+    def login() -> str:
+        flask.session["user"] = "alice"
+        flask.session.permanent = True
+        return ""
+
+    client = app.test_client()
+    first = client.post("/login")
+    expires = re.search(r"Expires=([^;]+)", first.headers["Set-Cookie"])
+    assert expires is not None
+    expected = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=3)
+    assert str(expected.day) in expires[1]
+    assert "Set-Cookie" in client.get("/nothing").headers  # SESSION_REFRESH_EACH_REQUEST
+
+
+def test_flash_keeps_categories_and_markup(store: Store) -> None:
+    app = make_app(store)
+
+    @app.post("/flash")
+    def flash() -> str:
+        flask.flash(Markup("<b>saved</b>"), "info")
+        return ""
+
+    @app.get("/flashes")
+    def flashes() -> dict[str, Any]:
+        messages: list[Any] = flask.get_flashed_messages(with_categories=True)
+        ((_, message),) = messages
+        return {"tuple": type(messages[0]) is tuple, "markup": isinstance(message, Markup)}
+
+    client = app.test_client()
+    client.post("/flash")
+    assert client.get("/flashes").json == {"tuple": True, "markup": True}
+
+
+def test_an_outage_answers_503_and_the_view_is_not_called() -> None:
+    flaky = FlakyMemoryStore()
+    app = make_app(flaky)
+    called: list[str] = []
+
+    @app.get("/view")
+    def view() -> str:
+        called.append("view")
+        return ""
+
+    client = app.test_client()
+    client.post("/set/a/1")
+    flaky.failing = True
+    response = client.get("/view")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert called == []
+
+
+def test_flask_login_login_remember_and_logout_with_a_regenerate(store: Store) -> None:
+    app = make_app(store)
+    login_manager = flask_login.LoginManager(app)
+
+    class User(flask_login.UserMixin):
+        def __init__(self, user_id: str) -> None:
+            self.id = user_id
+
+    @login_manager.user_loader
+    def load_user(user_id: str) -> User:
+        return User(user_id)
+
+    @app.post("/login")
+    def login() -> str:
+        flask_login.login_user(User("7"), remember=True)
+        get_session().regenerate()  # at login: the pre-login id is useless from now on
+        return ""
+
+    @app.get("/me")
+    def me() -> str:
+        user = flask_login.current_user
+        return str(user.get_id()) if user.is_authenticated else "anonymous"
+
+    @app.post("/logout")
+    def logout() -> str:
+        flask_login.logout_user()
+        return ""
+
+    client = app.test_client()
+    client.post("/set/seed/1")
+    before = client.get_cookie("session")
+    client.post("/login")
+    after = client.get_cookie("session")
+    assert before is not None and after is not None and before.value != after.value
+    assert client.get_cookie("remember_token") is not None
+    assert client.get("/me").text == "7"
+    client.post("/logout")
+    assert client.get("/me").text == "anonymous"
+
+
+def test_flask_wtf_csrf_token_lives_in_the_session(store: Store) -> None:
+    app = make_app(store)
+    CSRFProtect(app)
+
+    @app.get("/form")
+    def form() -> str:
+        return str(generate_csrf())
+
+    @app.post("/submit")
+    def submit() -> str:
+        return "accepted"
+
+    client = app.test_client()
+    token = client.get("/form").text
+    assert client.post("/submit", data={"csrf_token": token}).text == "accepted"
+    assert client.post("/submit", data={"csrf_token": "forged"}).status_code == 400
