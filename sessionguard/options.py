@@ -72,7 +72,11 @@ def build_core(secret_key: SecretKey, **options: Unpack[SessionOptions]) -> Sess
         cookie=cookie,
         policy=options.get("policy") or CorruptionPolicy(),
         idle_timeout=options.get("idle_timeout"),
-        absolute_timeout=options.get("absolute_timeout", 30 * 24 * 60 * 60),
+        # 30 days, but never shorter than the cookie's own lifetime: a Starlette user with
+        # max_age of 90 days must not find sessions ending after 30.
+        absolute_timeout=options.get(
+            "absolute_timeout", max(30 * 24 * 60 * 60, cookie.max_age or 0)
+        ),
         save_every_request=options.get("save_every_request", False),
         serializer=options.get("serializer", "msgpack"),
         merge=options.get("merge", True),

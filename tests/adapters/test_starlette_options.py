@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sessionguard import ConfigurationError, FileStore, asgi, wsgi
-from sessionguard.options import SessionOptions
+from sessionguard.options import SessionOptions, build_core
 
 
 def test_every_option_of_starlettes_middleware_is_one_of_ours() -> None:
@@ -68,3 +68,10 @@ async def test_a_secret_from_starlette_config_and_partitioned_work(tmp_path: Pat
     assert (first.json(), second.json()) == ({"n": 1}, {"n": 2})
     attributes = [part.strip() for part in first.headers["set-cookie"].split(";")]
     assert "partitioned" in attributes and "secure" in attributes
+
+
+def test_a_long_max_age_is_not_cut_short_by_the_default_absolute_lifetime() -> None:
+    ninety_days = 90 * 24 * 3600
+    assert build_core("k", max_age=ninety_days).absolute_timeout == ninety_days
+    assert build_core("k").absolute_timeout == 30 * 24 * 3600
+    assert build_core("k", max_age=ninety_days, absolute_timeout=60).absolute_timeout == 60
