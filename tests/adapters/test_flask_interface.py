@@ -229,3 +229,16 @@ def test_flask_wtf_csrf_token_lives_in_the_session(store: Store) -> None:
     token = client.get("/form").text
     assert client.post("/submit", data={"csrf_token": token}).text == "accepted"
     assert client.post("/submit", data={"csrf_token": "forged"}).status_code == 400
+
+
+def test_the_cookie_path_follows_application_root_as_in_flask(store: Store) -> None:
+    app = make_app(store, APPLICATION_ROOT="/shop")
+    response = app.test_client().post("/set/a/1")
+    assert "path=/shop" in response.headers["Set-Cookie"].lower()
+
+
+def test_without_a_secret_key_flask_session_is_flasks_null_session(store: Store) -> None:
+    app = make_app(store)
+    app.secret_key = None
+    with app.test_request_context(), pytest.raises(RuntimeError, match="session is unavailable"):
+        flask.session["user"] = "alice"
