@@ -13,7 +13,7 @@ TARGET is a directory (`FileStore`), a SQLAlchemy URL (`sqlite:///sessions.db`,
 `purge` could not remove some; 2 for a usage error or a store that cannot be reached.
 
 Neither command ever unpickles: records are checked with `codec.decode`, which reports a
-pickle as `legacy_pickle`. Sessions are named only by `core.key_hash`, never by their id.
+pickle as `legacy_pickle`. Sessions are named only by `key_hash`, never by their id.
 """
 
 from __future__ import annotations

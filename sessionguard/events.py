@@ -51,7 +51,7 @@ STORE_OPERATIONS = frozenset(
 @dataclass(frozen=True, slots=True)
 class Event:
     kind: EventKind
-    session: str | None = None  # short hash of the session id (see `core.key_hash`)
+    session: str | None = None  # short hash of the session id (see `ops.key_hash`)
     reason: str | None = None
     duration: float | None = None  # seconds, for store operations
 
