@@ -75,3 +75,10 @@ def test_a_long_max_age_is_not_cut_short_by_the_default_absolute_lifetime() -> N
     assert build_core("k", max_age=ninety_days).absolute_timeout == ninety_days
     assert build_core("k").absolute_timeout == 30 * 24 * 3600
     assert build_core("k", max_age=ninety_days, absolute_timeout=60).absolute_timeout == 60
+
+
+def test_the_server_side_idle_timeout_follows_max_age_as_documented() -> None:
+    assert build_core("k", max_age=3600).idle_timeout == 3600
+    assert build_core("k", max_age=None).idle_timeout == 14 * 24 * 3600
+    assert build_core("k", max_age=-1).idle_timeout == 0  # ends with the request
+    assert build_core("k", max_age=3600, idle_timeout=60).idle_timeout == 60
