@@ -22,16 +22,16 @@ Only this module imports Flask; it is used only when an app installs the interfa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 
 import flask
 from flask.sessions import SessionInterface as _FlaskSessionInterface, SessionMixin
 
 from .codec import Serializer
-from .cookie import CookieSettings
 from .core import SessionCore, UnsignedRecords
 from .driver import run_sync
 from .events import Hook
+from .options import SessionOptions, build_core
 from .policy import CorruptionPolicy, ErrorResponse
 from .session import Session
 from .stores.base import SyncStore
@@ -143,15 +143,7 @@ class SessionInterface(_FlaskSessionInterface):
             if value:
                 self._set_cookie(app, session, response, value)
             else:
-                response.delete_cookie(
-                    name,
-                    domain=self.get_cookie_domain(app),
-                    path=self.get_cookie_path(app),
-                    secure=self.get_cookie_secure(app),
-                    partitioned=self.get_cookie_partitioned(app),
-                    samesite=self.get_cookie_samesite(app),
-                    httponly=self.get_cookie_httponly(app),
-                )
+                response.delete_cookie(name, **self._cookie(app))
                 response.vary.add("Cookie")
             sent = True
         stored = session.loaded is not None and not session.invalidated
@@ -172,20 +164,20 @@ class SessionInterface(_FlaskSessionInterface):
         config = (id(app), app.secret_key, tuple(fallbacks), lifetime, name)
         core = self._cores.get(config)
         if core is None:
-            options = self.options
-            core = SessionCore(
-                [app.secret_key, *fallbacks],
-                cookie=CookieSettings(name=name, max_age=None),
-                policy=options.get("policy") or CorruptionPolicy(),
-                idle_timeout=lifetime,
-                absolute_timeout=options.get("absolute_timeout", max(_MIN_ABSOLUTE, lifetime)),
-                save_every_request=False,
-                serializer=options.get("serializer", "msgpack"),
-                merge=options.get("merge", True),
-                hooks=options.get("hooks", ()),
-                max_size=options.get("max_size", 64 * 1024),
-                unsigned_records=options.get("unsigned_records", "accept"),
+            # The defaults live in build_core; Flask's configuration supplies the cookie
+            # name and lifetime (the cookie's attributes are Werkzeug's, see _cookie).
+            # InterfaceOptions is a subset of SessionOptions, which mypy cannot see in `**`.
+            options = cast(
+                SessionOptions,
+                {
+                    "absolute_timeout": max(_MIN_ABSOLUTE, lifetime),
+                    **self.options,
+                    "session_cookie": name,
+                    "max_age": None,
+                    "idle_timeout": lifetime,
+                },
             )
+            core = build_core([app.secret_key, *fallbacks], **options)
             core.session_class = FlaskSession
             self._cores = {config: core}  # the newest configuration only
         return core
@@ -197,14 +189,20 @@ class SessionInterface(_FlaskSessionInterface):
             self.get_cookie_name(app),
             value,
             expires=self.get_expiration_time(app, session),
-            httponly=self.get_cookie_httponly(app),
-            domain=self.get_cookie_domain(app),
-            path=self.get_cookie_path(app),
-            secure=self.get_cookie_secure(app),
-            partitioned=self.get_cookie_partitioned(app),
-            samesite=self.get_cookie_samesite(app),
+            **self._cookie(app),
         )
         response.vary.add("Cookie")  # as Flask does whenever it sends the cookie
+
+    def _cookie(self, app: flask.Flask) -> dict[str, Any]:
+        """The cookie attributes Flask's configuration sets, for setting and deleting alike."""
+        return {
+            "httponly": self.get_cookie_httponly(app),
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app),
+            "partitioned": self.get_cookie_partitioned(app),
+            "samesite": self.get_cookie_samesite(app),
+        }
 
 
 def _replace(response: Response, error: ErrorResponse) -> None:
