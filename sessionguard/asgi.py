@@ -116,14 +116,17 @@ class _CommittingSend:
                 self._replaced = True
                 await _send_response(self._send, result)
                 return
-            headers = list(message.get("headers", ()))
-            app_cookies = [v.decode("latin-1") for k, v in headers if k.lower() == b"set-cookie"]
-            result = core.response_cookies(result, app_cookies)
-            if self._session.accessed:
-                headers = _with_vary_cookie(headers)
-            message = dict(message)
-            cookies = [(b"set-cookie", value.encode("latin-1")) for value in result]
-            message["headers"] = [*headers, *cookies]
+            if result or self._session.accessed:  # else the message goes out as it is
+                headers = list(message.get("headers", ()))
+                app_cookies = [
+                    v.decode("latin-1") for k, v in headers if k.lower() == b"set-cookie"
+                ]
+                result = core.response_cookies(result, app_cookies)
+                if self._session.accessed:
+                    headers = _with_vary_cookie(headers)
+                message = dict(message)
+                cookies = [(b"set-cookie", value.encode("latin-1")) for value in result]
+                message["headers"] = [*headers, *cookies]
         elif self._replaced:
             return  # the app's body belongs to the response we replaced
         await self._send(message)
