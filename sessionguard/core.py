@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from .codec import Envelope, Serializer, encode, record_keys
@@ -32,11 +33,27 @@ from .record import decode_record
 from .session import Loaded, Session
 from .stores.base import ABSENT, Record, Write
 
-__all__ = ["SessionCore", "UnsignedRecords"]
+__all__ = ["Saved", "SessionCore", "UnsignedRecords"]
 
 #: What to do with a record that carries no signature (written by sessionguard 0.1): read
 #: it (and sign it at its next write), or treat it as corrupt.
 UnsignedRecords = Literal["accept", "reject"]
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """Where a save left the session (see `SessionCore.save`)."""
+
+    #: The Set-Cookie header value to send, if any.
+    cookie: str | None
+    #: The record that now holds the session: `None` when none does (deleted meanwhile,
+    #: emptied, or never stored), or when this request cannot know (see `_refresh`).
+    stored: Loaded | None = None
+    #: What that record holds, when a merge made it differ from the session's own data.
+    data: dict[str, Any] | None = None
+    #: Merged into the session's regenerated id, whose cookie this request must not send.
+    forwarded: bool = False
+
 
 logger = logging.getLogger("sessionguard")
 security_logger = logging.getLogger("sessionguard.security")
@@ -272,8 +289,24 @@ class SessionCore:
             if session.modified:
                 logger.debug("a new session changed over a websocket was not saved (no cookie)")
             return ()
+        saved = yield from self.save(session)
+        if isinstance(saved, ErrorResponse):
+            return saved
+        if session.read_only:
+            return ()  # saved server-side; a websocket cannot carry a cookie
+        cookies = (saved.cookie,) if saved.cookie is not None else ()
+        return (*cookies, session.legacy_clear) if session.legacy_clear else cookies
+
+    def save(self, session: Session) -> Flow[Saved | ErrorResponse]:
+        """Flow: persist what the request changed; return where the session now is.
+
+        `commit` for an integration that saves more than once in a request (Django's
+        `save()` and `cycle_key()`): the `Saved` result says which record now holds the
+        session, so the next save compares against it. Returns an `ErrorResponse` as
+        `commit` does.
+        """
         try:
-            cookie = yield from self._commit(session)
+            return (yield from self._commit(session))
         except (StoreUnavailableError, ConflictError) as exc:
             self._log_unavailable("save", session.id, exc)
             return self.policy.unavailable_response(exc)
@@ -295,10 +328,6 @@ class SessionCore:
             )
             self._emit(EventKind.ROTATED, loaded.key if loaded else None)
             return self.policy.rotated_response()
-        if session.read_only:
-            return ()  # saved server-side; a websocket cannot carry a cookie
-        cookies = (cookie,) if cookie is not None else ()
-        return (*cookies, session.legacy_clear) if session.legacy_clear else cookies
 
     def response_cookies(
         self, ours: tuple[str, ...], app_set_cookies: Sequence[str]
@@ -336,7 +365,7 @@ class SessionCore:
         )
         self._emit(kind, key, str(exc))
 
-    def _commit(self, session: Session) -> Flow[str | None]:
+    def _commit(self, session: Session) -> Flow[Saved]:
         loaded = session.loaded
         if session.invalidated and loaded is not None:
             self._emit(EventKind.INVALIDATE, loaded.key)
@@ -372,32 +401,39 @@ class SessionCore:
             )
         return payload
 
-    def _create(self, session: Session) -> Flow[str | None]:
+    def _create(self, session: Session) -> Flow[Saved]:
         if not session:
             stale = session.stale_cookie or session.invalidated
-            return self.cookie.clear_header() if stale else None
+            return Saved(self.cookie.clear_header() if stale else None)
         now = self.clock()
         payload = self._payload(dict(session), now)
-        version = yield Save(session.id, payload, self._expiry(now), ABSENT)
+        expires_at = self._expiry(now)
+        version = yield Save(session.id, payload, expires_at, ABSENT)
         if version is None:  # pragma: no cover - a 160-bit random id that already exists
             raise ConflictError("a freshly generated session id already exists in the store")
-        return self.cookie.set_header(self.signer.sign(session.id))
+        stored = Loaded(session.id, version, now, expires_at)
+        return Saved(self.cookie.set_header(self.signer.sign(session.id)), stored)
 
-    def _refresh(self, loaded: Loaded) -> Flow[str | None]:
+    def _refresh(self, loaded: Loaded) -> Flow[Saved]:
         """Slide the idle deadline of a session this request only read."""
         expires_at = self._expiry(loaded.created_at)
         # Skip the write unless it moves the deadline noticeably (at most once a minute).
         if not self.save_every_request and expires_at - loaded.expires_at < min(
             60, self.idle_timeout / 100
         ):
-            return None
+            return Saved(None, loaded)
         # Only the record this request read: if the id was regenerated meanwhile, it now
         # holds a forward pointer whose short lifetime must not be extended, and the
         # browser already has the new cookie, which this response must not replace.
         touched = yield Touch(loaded.key, expires_at, loaded.version)
-        return self.cookie.set_header(self.signer.sign(loaded.key)) if touched else None
+        if not touched:
+            # Gone, or no longer the record this request read: whatever holds the id now
+            # is another request's doing, and nothing of it is known here.
+            return Saved(None)
+        stored = Loaded(loaded.key, loaded.version, loaded.created_at, expires_at)
+        return Saved(self.cookie.set_header(self.signer.sign(loaded.key)), stored)
 
-    def _update(self, session: Session, loaded: Loaded) -> Flow[str | None]:
+    def _update(self, session: Session, loaded: Loaded) -> Flow[Saved]:
         """Save this request's changes without losing a concurrent request's.
 
         One atomic `update` of the record: if it is still the version this request loaded
@@ -426,30 +462,35 @@ class SessionCore:
             if merge.rotated:
                 raise _Rotated
             if version is not None:
-                if key != loaded.key:
-                    return None  # merged into the regenerated session; its cookie is already out
                 if merge.is_empty:
-                    return self.cookie.clear_header()
-                return self.cookie.set_header(self.signer.sign(key))
+                    return Saved(self.cookie.clear_header() if key == loaded.key else None)
+                stored = Loaded(key, version, merge.created_at, merge.expires_at)
+                if key != loaded.key:
+                    # Merged into the regenerated session; its cookie is already out, and
+                    # must never be sent to a request that came with the old id.
+                    return Saved(None, stored, merge.data, forwarded=True)
+                return Saved(self.cookie.set_header(self.signer.sign(key)), stored, merge.data)
             if merge.moved_to is None:
                 # Deleted meanwhile (logout, expiry): never bring it back.
-                return self.cookie.clear_header() if key == loaded.key else None
+                return Saved(self.cookie.clear_header() if key == loaded.key else None)
             key = merge.moved_to
         raise ConflictError(
             f"gave up saving session {key_hash(loaded.key)}: it was regenerated "
             f"{self.max_attempts} times while this request ran"
         )
 
-    def _overwrite(self, session: Session, loaded: Loaded) -> Flow[str | None]:
+    def _overwrite(self, session: Session, loaded: Loaded) -> Flow[Saved]:
         """`merge=False`: the last writer wins, as in most session libraries (a baseline)."""
         if not session:
             yield Delete(loaded.key)
-            return self.cookie.clear_header()
+            return Saved(self.cookie.clear_header())
         payload = self._payload(dict(session), loaded.created_at)
-        yield Save(loaded.key, payload, self._expiry(loaded.created_at), None)
-        return self.cookie.set_header(self.signer.sign(loaded.key))
+        expires_at = self._expiry(loaded.created_at)
+        version = yield Save(loaded.key, payload, expires_at, None)
+        stored = Loaded(loaded.key, version, loaded.created_at, expires_at)
+        return Saved(self.cookie.set_header(self.signer.sign(loaded.key)), stored)
 
-    def _regenerate(self, session: Session, loaded: Loaded) -> Flow[str | None]:
+    def _regenerate(self, session: Session, loaded: Loaded) -> Flow[Saved]:
         """Store the data under the new id, then turn the old id into a forward pointer.
 
         Both steps are atomic store updates, so a regenerate never has to retry against
@@ -462,7 +503,8 @@ class SessionCore:
         new_key, created_at = session.id, loaded.created_at
         first = dict(session)
         payload = self._payload(first, created_at)
-        new_version = yield Save(new_key, payload, self._expiry(created_at), ABSENT)
+        expires_at = self._expiry(created_at)
+        new_version = yield Save(new_key, payload, expires_at, ABSENT)
         if new_version is None:  # pragma: no cover - see _create
             raise ConflictError("a freshly generated session id already exists in the store")
         now = self.clock()
@@ -474,12 +516,19 @@ class SessionCore:
         if move.gone:
             # Logged out concurrently: logout wins, the new copy goes too.
             yield Delete(new_key)
-            return self.cookie.clear_header()
+            return Saved(self.cookie.clear_header())
+        cookie = self.cookie.set_header(self.signer.sign(new_key))
+        stored = Loaded(new_key, new_version, created_at, expires_at)
         if carry and move.newest is not None and move.version != loaded.version:
             # A concurrent save landed on the old id first: carry it over, our changes on top.
-            yield Update(new_key, _Carry(self, session, move.newest, first, created_at))
+            carried = _Carry(self, session, move.newest, first, created_at)
+            version = yield Update(new_key, carried)
+            if version is None:
+                return Saved(cookie)  # the new session was deleted meanwhile
+            stored = Loaded(new_key, version, created_at, carried.expires_at)
+            return Saved(cookie, stored, carried.data)
         # (If another request regenerated concurrently, both new sessions stay valid.)
-        return self.cookie.set_header(self.signer.sign(new_key))
+        return Saved(cookie, stored)
 
 
 #: The data of a forward pointer that lets in-flight requests merge into the new session
@@ -514,16 +563,24 @@ class _Merge:
         self.rotated = False  # met a pointer that refuses in-flight writes
         self.is_empty = False
         self.merged = False  # a concurrent save was merged with
+        # What was written: the merged data (None when it is the session's own), its
+        # creation time and deadline.
+        self.data: dict[str, Any] | None = None
+        self.created_at = created_at
+        self.expires_at = 0.0
 
     def __call__(self, record: Record | None) -> Write | None:
         self.moved_to = None
         self.rotated = False
         self.merged = False
+        self.data = None
+        self.created_at = self._created_at
         if record is None:
             return None
         if self._unchanged is not None and record.version == self._unchanged[0]:
             write = self._unchanged[1]
             self.is_empty = write.payload is None
+            self.expires_at = write.expires_at
             return write
         try:
             envelope = self._core._decode(record)
@@ -542,8 +599,10 @@ class _Merge:
         self.is_empty = not data
         if self.is_empty:
             return Write(None)  # an emptied session is deleted, as a new empty one is never stored
-        created_at = envelope.created_at
-        return Write(self._core._payload(data, created_at), self._core._expiry(created_at))
+        self.data = data
+        self.created_at = envelope.created_at
+        self.expires_at = self._core._expiry(self.created_at)
+        return Write(self._core._payload(data, self.created_at), self.expires_at)
 
 
 def _migrated_data(
@@ -627,8 +686,11 @@ class _Carry:
         self._newest_old = newest_old
         self._first = first  # what the regenerate wrote to the new id
         self._created_at = created_at
+        self.data: dict[str, Any] | None = None  # what was written
+        self.expires_at = 0.0
 
     def __call__(self, record: Record | None) -> Write | None:
+        self.data = None
         if record is None:
             return None  # the new session was deleted meanwhile: leave it so
         data = self._session.apply_changes(self._newest_old)
@@ -641,5 +703,6 @@ class _Carry:
                 data[key] = value  # changed by a request that followed the pointer
         for key in self._first.keys() - current.keys():
             data.pop(key, None)  # deleted by one
-        created_at = self._created_at
-        return Write(self._core._payload(data, created_at), self._core._expiry(created_at))
+        self.data = data
+        self.expires_at = self._core._expiry(self._created_at)
+        return Write(self._core._payload(data, self._created_at), self.expires_at)
