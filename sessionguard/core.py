@@ -69,7 +69,7 @@ class SessionCore:
         cookie: CookieSettings,
         policy: CorruptionPolicy,
         idle_timeout: int | None,
-        absolute_timeout: int,
+        absolute_timeout: int | None,
         save_every_request: bool,
         serializer: Serializer = "msgpack",
         merge: bool = True,
@@ -79,6 +79,7 @@ class SessionCore:
         legacy: LegacyCookie | None = None,
         max_size: int = 64 * 1024,
         unsigned_records: UnsignedRecords = "accept",
+        keep_empty: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.signer = Signer(secret_key)
@@ -91,7 +92,9 @@ class SessionCore:
         self.accept_unsigned = unsigned_records == "accept"
         self.cookie = cookie
         self.policy = policy
-        if idle_timeout is not None and idle_timeout <= 0 or absolute_timeout <= 0:
+        if (idle_timeout is not None and idle_timeout <= 0) or (
+            absolute_timeout is not None and absolute_timeout <= 0
+        ):
             raise ConfigurationError("idle_timeout and absolute_timeout must be positive seconds")
         if idle_timeout is None:
             # As in Starlette, a session lasts max_age; None (a browser-session cookie)
@@ -100,7 +103,11 @@ class SessionCore:
             max_age = cookie.max_age
             idle_timeout = 14 * 24 * 60 * 60 if max_age is None else max(max_age, 0)
         self.idle_timeout = idle_timeout
+        # None: no cap on a session's age (Django's engines have none).
         self.absolute_timeout = absolute_timeout
+        # Store a session that was emptied, or saved empty, instead of deleting it (Django
+        # stores what `save()` is asked to store; the middlewares never store empties).
+        self.keep_empty = keep_empty
         if serializer not in ("msgpack", "json"):
             raise ConfigurationError(f"serializer must be 'msgpack' or 'json', got {serializer!r}")
         if max_attempts < 1:
@@ -130,14 +137,28 @@ class SessionCore:
         Returns an `ErrorResponse` when the policy rejects a corrupt record or the store is
         unavailable; the app must then not be called.
         """
+        values = read_cookies(cookie_header, self.cookie.name)
+        return (yield from self._open_guarded(values, cookie_header, read_only))
+
+    def open_values(
+        self, values: Sequence[str], *, read_only: bool = False
+    ) -> Flow[Session | ErrorResponse]:
+        """`open` for an integration that has the cookie's values rather than the header
+        (Django's `SessionStore(session_key)`)."""
+        return (yield from self._open_guarded(list(values), None, read_only))
+
+    def _open_guarded(
+        self, values: list[str], cookie_header: str | None, read_only: bool
+    ) -> Flow[Session | ErrorResponse]:
         try:
-            return (yield from self._open(cookie_header, read_only))
+            return (yield from self._open_values(values, cookie_header, read_only))
         except StoreUnavailableError as exc:
             self._log_unavailable("load", None, exc)
             return self.policy.unavailable_response(exc)
 
-    def _open(self, cookie_header: str | None, read_only: bool) -> Flow[Session | ErrorResponse]:
-        values = read_cookies(cookie_header, self.cookie.name)
+    def _open_values(
+        self, values: list[str], cookie_header: str | None, read_only: bool
+    ) -> Flow[Session | ErrorResponse]:
         # Several values when a sibling subdomain or another path set one too: the first
         # that verifies is ours, and the others are never looked up or cleared.
         key = next((k for v in values if (k := self.signer.unsign(v)) is not None), None)
@@ -169,7 +190,9 @@ class SessionCore:
             # The id was regenerated. Following the pointer here would hand the new id to
             # whoever holds the old one (session fixation), so this request starts fresh.
             return self.session_class(read_only=read_only)
-        if envelope.created_at + self.absolute_timeout <= self.clock():
+        if self.absolute_timeout is not None and (
+            envelope.created_at + self.absolute_timeout <= self.clock()
+        ):
             self._emit(EventKind.EXPIRED, key, "absolute")
             yield Delete(key, expected_version=record.version)
             return self._fresh(read_only, stale_cookie=True)
@@ -297,16 +320,19 @@ class SessionCore:
         cookies = (saved.cookie,) if saved.cookie is not None else ()
         return (*cookies, session.legacy_clear) if session.legacy_clear else cookies
 
-    def save(self, session: Session) -> Flow[Saved | ErrorResponse]:
+    def save(
+        self, session: Session, *, lifetime: float | None = None
+    ) -> Flow[Saved | ErrorResponse]:
         """Flow: persist what the request changed; return where the session now is.
 
         `commit` for an integration that saves more than once in a request (Django's
         `save()` and `cycle_key()`): the `Saved` result says which record now holds the
-        session, so the next save compares against it. Returns an `ErrorResponse` as
-        `commit` does.
+        session, so the next save compares against it. `lifetime`, in seconds from now,
+        replaces the idle timeout for this save (Django's `set_expiry()`); zero or less
+        stores the record already expired. Returns an `ErrorResponse` as `commit` does.
         """
         try:
-            return (yield from self._commit(session))
+            return (yield from self._commit(session, lifetime))
         except (StoreUnavailableError, ConflictError) as exc:
             self._log_unavailable("save", session.id, exc)
             return self.policy.unavailable_response(exc)
@@ -365,25 +391,30 @@ class SessionCore:
         )
         self._emit(kind, key, str(exc))
 
-    def _commit(self, session: Session) -> Flow[Saved]:
+    def _commit(self, session: Session, lifetime: float | None) -> Flow[Saved]:
         loaded = session.loaded
         if session.invalidated and loaded is not None:
             self._emit(EventKind.INVALIDATE, loaded.key)
             yield Delete(loaded.key)  # unconditional: logout wins over any concurrent save
         if session.regenerated and loaded is not None:
             self._emit(EventKind.REGENERATE, loaded.key)
-            return (yield from self._regenerate(session, loaded))
+            return (yield from self._regenerate(session, loaded, lifetime))
         if loaded is None or session.invalidated:
-            return (yield from self._create(session))
+            return (yield from self._create(session, lifetime))
         if session.modified:
-            return (yield from self._update(session, loaded))
-        return (yield from self._refresh(loaded))
+            return (yield from self._update(session, loaded, lifetime))
+        return (yield from self._refresh(loaded, lifetime))
 
     def _decode(self, record: Record) -> Envelope:
         return decode_record(record, keys=self.record_keys, accept_unsigned=self.accept_unsigned)
 
-    def _expiry(self, created_at: float) -> float:
-        return min(self.clock() + self.idle_timeout, created_at + self.absolute_timeout)
+    def _expiry(self, created_at: float, lifetime: float | None) -> float:
+        """The deadline of a record written now: `lifetime` (else the idle timeout) from
+        now, but never past the absolute timeout."""
+        deadline = self.clock() + (self.idle_timeout if lifetime is None else lifetime)
+        if self.absolute_timeout is None:
+            return deadline
+        return min(deadline, created_at + self.absolute_timeout)
 
     def _payload(
         self, data: dict[str, Any], created_at: float, moved_to: str | None = None
@@ -401,22 +432,22 @@ class SessionCore:
             )
         return payload
 
-    def _create(self, session: Session) -> Flow[Saved]:
-        if not session:
+    def _create(self, session: Session, lifetime: float | None) -> Flow[Saved]:
+        if not session and not self.keep_empty:
             stale = session.stale_cookie or session.invalidated
             return Saved(self.cookie.clear_header() if stale else None)
         now = self.clock()
         payload = self._payload(dict(session), now)
-        expires_at = self._expiry(now)
+        expires_at = self._expiry(now, lifetime)
         version = yield Save(session.id, payload, expires_at, ABSENT)
         if version is None:  # pragma: no cover - a 160-bit random id that already exists
             raise ConflictError("a freshly generated session id already exists in the store")
         stored = Loaded(session.id, version, now, expires_at)
         return Saved(self.cookie.set_header(self.signer.sign(session.id)), stored)
 
-    def _refresh(self, loaded: Loaded) -> Flow[Saved]:
+    def _refresh(self, loaded: Loaded, lifetime: float | None) -> Flow[Saved]:
         """Slide the idle deadline of a session this request only read."""
-        expires_at = self._expiry(loaded.created_at)
+        expires_at = self._expiry(loaded.created_at, lifetime)
         # Skip the write unless it moves the deadline noticeably (at most once a minute).
         if not self.save_every_request and expires_at - loaded.expires_at < min(
             60, self.idle_timeout / 100
@@ -433,7 +464,7 @@ class SessionCore:
         stored = Loaded(loaded.key, loaded.version, loaded.created_at, expires_at)
         return Saved(self.cookie.set_header(self.signer.sign(loaded.key)), stored)
 
-    def _update(self, session: Session, loaded: Loaded) -> Flow[Saved]:
+    def _update(self, session: Session, loaded: Loaded, lifetime: float | None) -> Flow[Saved]:
         """Save this request's changes without losing a concurrent request's.
 
         One atomic `update` of the record: if it is still the version this request loaded
@@ -442,20 +473,20 @@ class SessionCore:
         keys to the newest record instead. A regenerate pointer met on the way is followed.
         """
         if not self.merge:
-            return (yield from self._overwrite(session, loaded))
+            return (yield from self._overwrite(session, loaded, lifetime))
         key = loaded.key
         # What to write if the record is still the one this request loaded: encoded here,
         # outside the store's lock.
         data = dict(session)
         unchanged = Write(
-            self._payload(data, loaded.created_at) if data else None,
-            self._expiry(loaded.created_at),
+            self._payload(data, loaded.created_at) if data or self.keep_empty else None,
+            self._expiry(loaded.created_at, lifetime),
         )
         for _ in range(self.max_attempts):  # bounds the pointers followed
             # Versions are only comparable within one key: after following a pointer, the
             # new id's version may equal the old one's by chance (per-key counters).
             expected = (loaded.version, unchanged) if key == loaded.key else None
-            merge = _Merge(self, session, loaded.created_at, expected)
+            merge = _Merge(self, session, loaded.created_at, lifetime, expected)
             version = yield Update(key, merge)
             if merge.merged:
                 self._emit(EventKind.MERGE, key)
@@ -479,18 +510,18 @@ class SessionCore:
             f"{self.max_attempts} times while this request ran"
         )
 
-    def _overwrite(self, session: Session, loaded: Loaded) -> Flow[Saved]:
+    def _overwrite(self, session: Session, loaded: Loaded, lifetime: float | None) -> Flow[Saved]:
         """`merge=False`: the last writer wins, as in most session libraries (a baseline)."""
-        if not session:
+        if not session and not self.keep_empty:
             yield Delete(loaded.key)
             return Saved(self.cookie.clear_header())
         payload = self._payload(dict(session), loaded.created_at)
-        expires_at = self._expiry(loaded.created_at)
+        expires_at = self._expiry(loaded.created_at, lifetime)
         version = yield Save(loaded.key, payload, expires_at, None)
         stored = Loaded(loaded.key, version, loaded.created_at, expires_at)
         return Saved(self.cookie.set_header(self.signer.sign(loaded.key)), stored)
 
-    def _regenerate(self, session: Session, loaded: Loaded) -> Flow[Saved]:
+    def _regenerate(self, session: Session, loaded: Loaded, lifetime: float | None) -> Flow[Saved]:
         """Store the data under the new id, then turn the old id into a forward pointer.
 
         Both steps are atomic store updates, so a regenerate never has to retry against
@@ -503,7 +534,7 @@ class SessionCore:
         new_key, created_at = session.id, loaded.created_at
         first = dict(session)
         payload = self._payload(first, created_at)
-        expires_at = self._expiry(created_at)
+        expires_at = self._expiry(created_at, lifetime)
         new_version = yield Save(new_key, payload, expires_at, ABSENT)
         if new_version is None:  # pragma: no cover - see _create
             raise ConflictError("a freshly generated session id already exists in the store")
@@ -521,7 +552,7 @@ class SessionCore:
         stored = Loaded(new_key, new_version, created_at, expires_at)
         if carry and move.newest is not None and move.version != loaded.version:
             # A concurrent save landed on the old id first: carry it over, our changes on top.
-            carried = _Carry(self, session, move.newest, first, created_at)
+            carried = _Carry(self, session, move.newest, first, created_at, lifetime)
             version = yield Update(new_key, carried)
             if version is None:
                 return Saved(cookie)  # the new session was deleted meanwhile
@@ -553,11 +584,13 @@ class _Merge:
         core: SessionCore,
         session: Session,
         created_at: float,
+        lifetime: float | None,
         unchanged: tuple[int, Write] | None,
     ) -> None:
         self._core = core
         self._session = session
         self._created_at = created_at  # stands in for that of an unreadable record
+        self._lifetime = lifetime
         self._unchanged = unchanged
         self.moved_to: str | None = None
         self.rotated = False  # met a pointer that refuses in-flight writes
@@ -596,12 +629,12 @@ class _Merge:
             return None
         data = self._session.apply_changes(envelope.data)
         self.merged = True
-        self.is_empty = not data
+        self.is_empty = not data and not self._core.keep_empty
         if self.is_empty:
             return Write(None)  # an emptied session is deleted, as a new empty one is never stored
         self.data = data
         self.created_at = envelope.created_at
-        self.expires_at = self._core._expiry(self.created_at)
+        self.expires_at = self._core._expiry(self.created_at, self._lifetime)
         return Write(self._core._payload(data, self.created_at), self.expires_at)
 
 
@@ -680,12 +713,14 @@ class _Carry:
         newest_old: dict[str, Any],
         first: dict[str, Any],
         created_at: float,
+        lifetime: float | None,
     ) -> None:
         self._core = core
         self._session = session
         self._newest_old = newest_old
         self._first = first  # what the regenerate wrote to the new id
         self._created_at = created_at
+        self._lifetime = lifetime
         self.data: dict[str, Any] | None = None  # what was written
         self.expires_at = 0.0
 
@@ -704,5 +739,5 @@ class _Carry:
         for key in self._first.keys() - current.keys():
             data.pop(key, None)  # deleted by one
         self.data = data
-        self.expires_at = self._core._expiry(self._created_at)
+        self.expires_at = self._core._expiry(self._created_at, self._lifetime)
         return Write(self._core._payload(data, self._created_at), self.expires_at)

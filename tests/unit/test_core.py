@@ -414,6 +414,7 @@ def test_absolute_timeout_ends_a_session_even_when_touched_constantly(
 def test_absolute_timeout_is_enforced_even_if_the_store_keeps_the_record(
     core: SessionCore, store: CountingStore
 ) -> None:
+    assert core.absolute_timeout is not None
     created = START - core.absolute_timeout - 1
     key = plant(store, encode(Envelope({"user": 42}, created_at=created)))
 
