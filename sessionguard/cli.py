@@ -26,8 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
-from urllib.parse import urlsplit
+from typing import TextIO
 
 from .codec import record_keys
 from .errors import (
@@ -39,59 +38,9 @@ from .scan import ScanReport, corrupt_reason
 from .stores.base import ScannableStore, Store, StoredRecord
 from .stores.file import FileStore
 from .stores.filesafety import make_private_dirs
+from .target import open_store, shown as _shown
 
 __all__ = ["main", "open_store"]
-
-_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
-
-
-def open_store(
-    target: str, *, create: bool = True, table: str | None = None, prefix: str | None = None
-) -> Store:
-    """The store a command-line TARGET names: a directory, a SQLAlchemy URL or a Redis URL.
-
-    With `create=False` nothing is created: the directory, SQLite file or table must
-    already exist (the commands that only read or clean up use that).
-    """
-    scheme = urlsplit(target).scheme.lower() if "://" in target else ""
-    if scheme in ("redis", "rediss", "unix"):
-        from .stores.redis import RedisStore
-
-        try:
-            return RedisStore(target, prefix=prefix or "sessionguard:")
-        except ValueError as exc:
-            raise ConfigurationError(f"invalid Redis URL {_shown(target)!r}: {exc}") from exc
-    if scheme.partition("+")[0] in _SQL_SCHEMES:
-        from .stores.sql import SQLStore
-
-        if not create and scheme.startswith("sqlite"):
-            path = target.split(":///", 1)[-1].split("?", 1)[0]
-            if not os.path.isfile(path):
-                raise ConfigurationError(f"there is no SQLite database at {path!r}")
-        options: dict[str, Any] = {"table_name": table} if table else {}
-        return SQLStore(target, create_table=create, **options)
-    if scheme:
-        raise ConfigurationError(
-            f"unknown store URL {_shown(target)!r}: give a directory, a SQLAlchemy URL "
-            "(sqlite:///sessions.db, postgresql+psycopg://...) or redis://..."
-        )
-    if not create and not os.path.isdir(os.path.join(target, ".locks")):
-        # Never turn a mistyped path (`scan /etc`) into a session directory.
-        raise ConfigurationError(
-            f"{target!r} is not a sessionguard session directory (it has no .locks folder)"
-        )
-    return FileStore(target, create=create)
-
-
-def _shown(target: str) -> str:
-    """`target` with any password in it masked, for messages and reports."""
-    if "://" not in target:
-        return target
-    parts = urlsplit(target)
-    if parts.password is None:
-        return target
-    return target.replace(f":{parts.password}@", ":***@", 1)
-
 
 # -- scan ------------------------------------------------------------------------------------
 

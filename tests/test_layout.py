@@ -35,6 +35,7 @@ LAYERS = {
     "metrics": 2,
     "prometheus": 3,
     "ops": 3,
+    "target": 3,
     "core": 4,
     "driver": 4,
     "options": 5,
