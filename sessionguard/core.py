@@ -296,6 +296,42 @@ class SessionCore:
             return self.policy.reject_response(self.cookie.clear_header())
         return self._fresh(read_only, stale_cookie=True)
 
+    # -- one id, for integrations that expose the store (Django's `exists`, `delete`) -----
+
+    def exists(self, value: str) -> Flow[bool | ErrorResponse]:
+        """Flow: whether the cookie value `value` leads to a stored session (a forward
+        pointer left by a regenerate does not; a corrupt record does, since something is
+        stored there). A value that does not verify is never looked up."""
+        key = self.signer.unsign(value)
+        if key is None:
+            return False
+        try:
+            record: Record | None = yield Load(key)
+        except StoreUnavailableError as exc:
+            self._log_unavailable("load", key, exc)
+            return self.policy.unavailable_response(exc)
+        if record is None:
+            return False
+        try:
+            return self._decode(record).moved_to is None
+        except CorruptSessionError:
+            return True
+
+    def end(self, value: str) -> Flow[bool | ErrorResponse]:
+        """Flow: delete the session the cookie value `value` names, whatever concurrent
+        requests wrote to it (logout wins). A value that does not verify is never looked
+        up. Returns whether a record was deleted."""
+        key = self.signer.unsign(value)
+        if key is None:
+            return False
+        self._emit(EventKind.INVALIDATE, key)
+        try:
+            deleted: bool = yield Delete(key)
+        except StoreUnavailableError as exc:
+            self._log_unavailable("delete", key, exc)
+            return self.policy.unavailable_response(exc)
+        return deleted
+
     # -- committing ---------------------------------------------------------------------
 
     def commit(self, session: Session) -> Flow[tuple[str, ...] | ErrorResponse]:

@@ -6,7 +6,9 @@ SessionGuardError
 ├── CorruptSessionError    stored bytes failed the envelope's check or could not be decoded
 ├── StoreUnavailableError  the store could not be read or written: outage, full disk, permissions
 ├── ConflictError          compare-and-swap kept losing to concurrent writers
-└── SessionTooLargeError   a session's encoded size is over `max_size` (answered 413)
+├── SessionTooLargeError   a session's encoded size is over `max_size` (answered 413)
+└── SessionRefusedError    Django's `request.session` could not be opened or saved; the
+                           middleware answers with the policy's response (503, 400, ...)
 ```
 
 Outage and corruption never mix: a store that cannot be reached raises
@@ -25,6 +27,7 @@ __all__ = [
     "CorruptReason",
     "CorruptSessionError",
     "SessionGuardError",
+    "SessionRefusedError",
     "SessionTooLargeError",
     "StoreUnavailableError",
 ]
@@ -87,3 +90,19 @@ class SessionTooLargeError(SessionGuardError, ValueError):
     Raised while saving; the middleware answers 413 and the stored session is left as it
     was. Keep large data (uploads, caches) out of the session, or raise `max_size`.
     """
+
+
+class SessionRefusedError(SessionGuardError):
+    """The session could not be opened or saved where the app itself asked for it.
+
+    Raised by `sessionguard.django.SessionStore` inside a view (the first read of
+    `request.session`, `save()`, `cycle_key()`, ...) when the store is unavailable
+    (`status` 503), the corruption policy rejects the record (400), the session is too
+    large (413) or was regenerated meanwhile (409). The stored data is as it was;
+    `sessionguard.django.SessionMiddleware` sends the policy's response, whatever the
+    view did with the exception.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)

@@ -188,6 +188,19 @@ class Session(dict[str, Any]):
         state = "new" if self.is_new else "loaded"
         return f"<Session {state} keys={sorted(self)!r}>"
 
+    def saved_as(self, stored: Loaded, data: Mapping[str, Any] | None = None) -> None:
+        """The session was just saved as `stored` (holding `data`, when a merge made it
+        differ): later changes in this request count from there. For integrations that
+        save more than once per request (Django's `save()`)."""
+        if data is not None:
+            super().clear()
+            super().update(data)
+        self.loaded = stored
+        self.id = stored.key
+        self.set_keys.clear()
+        self.deleted_keys.clear()
+        self.regenerated = self.invalidated = self.stale_cookie = False
+
     def apply_changes(self, base: Mapping[str, Any]) -> dict[str, Any]:
         """Return `base` with this request's set and deleted keys applied: the merge rule."""
         merged = dict(base)

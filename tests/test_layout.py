@@ -42,6 +42,11 @@ LAYERS = {
     "wsgi": 6,
     "flask": 6,
     "asgi": 6,
+    # Django's engine: its settings, the SessionBase, the middleware, the package.
+    "django.config": 6,
+    "django.store": 7,
+    "django.middleware": 8,
+    "django": 9,
     # The readers of the stores people leave, and the migration that uses them.
     "sources.base": 4,
     "sources.django": 5,
@@ -57,7 +62,13 @@ STORE_MAY_IMPORT = {"stores.base", "stores.frame", "stores.filesafety", "errors"
 FRAMEWORKS = {"starlette", "fastapi", "flask", "werkzeug", "django", "quart", "aiohttp"}
 # Reading Django's sessions means checking their signatures with django.core.signing,
 # imported lazily when a Django reader is created (only `sessionguard migrate` does that).
-FRAMEWORK_READERS = {"sources.django": {"django"}, "flask": {"flask"}}
+FRAMEWORK_READERS = {
+    "sources.django": {"django"},
+    "flask": {"flask"},
+    "django.config": {"django"},
+    "django.store": {"django"},
+    "django.middleware": {"django", "asgiref"},
+}
 
 
 def module_name(path: Path) -> str:
