@@ -174,11 +174,11 @@ class DjangoFile(KillSubject):
     temp_files = "`sessionid<key>_out_*` from `mkstemp`, a new name each write"
 
     def __init__(self, directory: str) -> None:
-        from django.conf import settings  # type: ignore[import-untyped]
+        from django.conf import settings
 
         if not settings.configured:
             settings.configure(SECRET_KEY="bench-" + "k" * 50, SESSION_FILE_PATH=directory)
-        from django.contrib.sessions.backends.file import (  # type: ignore[import-untyped]
+        from django.contrib.sessions.backends.file import (
             SessionStore,
         )
 

@@ -29,12 +29,12 @@ urlpatterns: list[Any] = []
 
 def create_app() -> WSGIApplication:
     """The app gunicorn serves; `DJANGO_SESSION_ENGINE` is "file" or "db"."""
-    import django  # type: ignore[import-untyped]
-    from django.conf import settings  # type: ignore[import-untyped]
-    from django.core.handlers.wsgi import WSGIHandler  # type: ignore[import-untyped]
-    from django.core.management import call_command  # type: ignore[import-untyped]
-    from django.http import HttpRequest, HttpResponse, JsonResponse  # type: ignore[import-untyped]
-    from django.urls import path  # type: ignore[import-untyped]
+    import django
+    from django.conf import settings
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.core.management import call_command
+    from django.http import HttpRequest, HttpResponse, JsonResponse
+    from django.urls import path
 
     engine = os.environ["DJANGO_SESSION_ENGINE"]
     directory = os.environ["BENCH_STORE_DIR"]

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import quote
 
-from django.conf import settings  # type: ignore[import-untyped]
-from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from ..core import SessionCore
 from ..errors import ConfigurationError

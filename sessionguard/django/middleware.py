@@ -23,15 +23,15 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.conf import settings  # type: ignore[import-untyped]
-from django.contrib.sessions.backends.base import UpdateError  # type: ignore[import-untyped]
-from django.contrib.sessions.middleware import (  # type: ignore[import-untyped]
+from django.conf import settings
+from django.contrib.sessions.backends.base import UpdateError
+from django.contrib.sessions.middleware import (
     SessionMiddleware as _DjangoSessionMiddleware,
 )
-from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
-from django.http import HttpResponse  # type: ignore[import-untyped]
-from django.utils.cache import patch_vary_headers  # type: ignore[import-untyped]
-from django.utils.http import http_date  # type: ignore[import-untyped]
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpResponse
+from django.utils.cache import patch_vary_headers
+from django.utils.http import http_date
 
 from ..cookie import read_cookies
 from ..errors import SessionRefusedError

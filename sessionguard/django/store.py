@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NoReturn, TypeVar
 
-from django.contrib.sessions.backends.base import (  # type: ignore[import-untyped]
+from django.contrib.sessions.backends.base import (
     CreateError,
     SessionBase,
     UpdateError,

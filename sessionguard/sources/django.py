@@ -49,7 +49,7 @@ class _Decoder:
                 "(--django-secret-key / django_secret_key=...)"
             )
         try:
-            from django.core import signing  # type: ignore[import-untyped]
+            from django.core import signing
         except ImportError as exc:
             raise ConfigurationError(
                 "reading Django sessions needs Django's signing module: pip install django"

@@ -35,7 +35,6 @@ from .apps import FRAMEWORKS, AppClient, Framework
 
 _T = TypeVar("_T")
 
-DJANGO_SECRET = "django-insecure-migrate-tests-0123456789abcdefghijklmnopqrstuvwxyz"
 ALL_KINDS = ("django-file", "django-db", "flask-session", "beaker-file", "pickle-dir")
 PICKLE_KINDS = ("flask-session", "beaker-file", "pickle-dir")
 SAMPLES: list[dict[str, Any]] = [
@@ -101,25 +100,13 @@ def django_project(tmp_path_factory: pytest.TempPathFactory) -> DjangoProject:
 
 
 def _configure_django(tmp_path_factory: pytest.TempPathFactory) -> DjangoProject:
-    import django  # type: ignore[import-untyped]
-    from django.conf import settings  # type: ignore[import-untyped]
-    from django.core.management import call_command  # type: ignore[import-untyped]
-    from django.db import connections  # type: ignore[import-untyped]
+    from django.conf import settings
 
-    if not settings.configured:
-        database = tmp_path_factory.mktemp("django") / "django.sqlite3"
-        settings.configure(
-            SECRET_KEY=DJANGO_SECRET,
-            INSTALLED_APPS=["django.contrib.sessions"],
-            DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(database)}},
-            USE_TZ=True,
-        )
-        django.setup()
+    from tests.django_engine.project.testing import configure_in_process
+
+    # One Django configuration per test process, shared with the engine's tests.
+    configure_in_process(tmp_path_factory.mktemp("django"))
     name = str(settings.DATABASES["default"]["NAME"])
-    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3" or not name:
-        pytest.skip("Django was configured elsewhere without a SQLite file database")
-    call_command("migrate", "sessions", verbosity=0)
-    connections.close_all()  # this thread's connection; Django opens one per thread
     return DjangoProject(settings.SECRET_KEY, Path(name))
 
 
@@ -131,13 +118,13 @@ def _seed_django(
     lifetimes: list[int | None],
     monkeypatch: pytest.MonkeyPatch,
 ) -> Legacy:
-    from django.contrib.sessions.backends.db import (  # type: ignore[import-untyped]
+    from django.contrib.sessions.backends.db import (
         SessionStore as DBSessionStore,
     )
-    from django.contrib.sessions.backends.file import (  # type: ignore[import-untyped]
+    from django.contrib.sessions.backends.file import (
         SessionStore as FileSessionStore,
     )
-    from django.contrib.sessions.models import Session as SessionModel  # type: ignore[import-untyped]
+    from django.contrib.sessions.models import Session as SessionModel
     from django.db import connections
 
     if kind == "django-file":

@@ -1,0 +1,10 @@
+"""gunicorn's entry point: `gunicorn project.wsgi:application` from `tests/django_engine`."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+application = get_wsgi_application()
