@@ -38,6 +38,7 @@ from .base import (
 try:
     import redis
     import redis.asyncio
+    from redis.asyncio.retry import Retry as AsyncRetry
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -163,9 +164,13 @@ class RedisStore:
         self._options: dict[str, Any] = {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": connect_timeout,
-            # One quick retry covers a dropped idle connection; more would only delay the 503.
-            "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), retries=1),
         }
+        # One quick retry covers a dropped idle connection (a restarted server); more would
+        # only delay the 503. The asyncio client needs the asyncio Retry: given the other,
+        # it never retries at all.
+        backoff = ExponentialBackoff(cap=0.1, base=0.01)
+        self._sync_retry = Retry(backoff, retries=1)
+        self._async_retry = AsyncRetry(backoff, retries=1)
         self._client = client
         self._async_client = async_client
         self._owns_client = client is None
@@ -185,7 +190,9 @@ class RedisStore:
                     "this RedisStore was given only async_client; pass client= or url= "
                     "to use it from WSGI"
                 )
-            self._client = redis.Redis.from_url(self._url, **self._options)
+            self._client = redis.Redis.from_url(
+                self._url, retry=self._sync_retry, **self._options
+            )
         if self._scripts is None:
             register = self._client.register_script
             self._scripts = (
@@ -205,7 +212,9 @@ class RedisStore:
                     "this RedisStore was given only client; pass async_client= or url= "
                     "to use it from ASGI"
                 )
-            self._async_client = redis.asyncio.Redis.from_url(self._url, **self._options)
+            self._async_client = redis.asyncio.Redis.from_url(
+                self._url, retry=self._async_retry, **self._options
+            )
         if self._async_scripts is None:
             register = self._async_client.register_script
             self._async_scripts = (

@@ -170,3 +170,20 @@ def test_read_only_postgres_answers_503_never_400_wsgi(
 
         set_read_only(read_only_switch, False)
         assert client.get("/bump").json() == {"n": 2}
+
+
+async def test_first_request_after_a_redis_restart_is_served(own_redis: RedisServer) -> None:
+    """Pooled connections die with the server; the one quick retry must reconnect, under
+    asyncio as under threads (redis-py's asyncio client ignores a non-asyncio Retry)."""
+    store = RedisStore(own_redis.url)
+    key = uuid.uuid4().hex + "0" * 8
+    await store.asave(key, b"payload", expires_at=4e9, expected_version=None)
+    store.save(key, b"payload", expires_at=4e9, expected_version=None)
+
+    own_redis.kill()
+    own_redis.start()
+    record = await store.aload(key)
+    assert record is not None and record.payload == b"payload"
+    record = store.load(key)
+    assert record is not None and record.payload == b"payload"
+    await store.aclose()
