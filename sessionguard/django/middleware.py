@@ -72,17 +72,31 @@ class SessionMiddleware:
         if self.async_mode:
             return self.__acall__(request)
         self.process_request(request)
-        return self.process_response(request, self.get_response(request))
+        try:
+            response = self.get_response(request)
+        except SessionRefusedError as exc:
+            response = self._refused(request, exc)  # only when nothing converted it to a 500
+        return self.process_response(request, response)
 
     async def __acall__(self, request: HttpRequest) -> Response:
         self.process_request(request)
-        response = await self.get_response(request)
+        try:
+            response = await self.get_response(request)
+        except SessionRefusedError as exc:
+            response = self._refused(request, exc)
         return await self.aprocess_response(request, response)
 
     # Django's middleware hooks, for code (tests, mostly) that calls them directly.
 
     def process_request(self, request: HttpRequest) -> None:
         request.session = self._session_for(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> Response | None:
+        """A view that let the session's refusal (an outage, say) escape is answered
+        with the policy's response, not a logged 500."""
+        if isinstance(exception, SessionRefusedError):
+            return self._refused(request, exception)
+        return None
 
     def process_response(self, request: HttpRequest, response: Response) -> Response:
         session = getattr(request, "session", None)
@@ -106,6 +120,13 @@ class SessionMiddleware:
             except (UpdateError, SessionRefusedError):
                 pass
         return self._finish(request, response)
+
+    @staticmethod
+    def _refused(request: HttpRequest, exception: SessionRefusedError) -> Response:
+        session = getattr(request, "session", None)
+        if isinstance(session, SessionStore) and session.refusal is not None:
+            return _refusal(session.refusal, request)
+        raise exception  # not this request's session: not ours to answer
 
     def _session_for(self, request: HttpRequest) -> SessionStore:
         """The session the request's cookie names. A browser may send several cookies
