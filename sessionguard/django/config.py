@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import quote
@@ -36,7 +37,7 @@ from ..stores.base import Store
 from ..stores.file import DEFAULT_DIRECTORY
 from ..target import open_store
 
-__all__ = ["Engine", "current_engine", "database_url"]
+__all__ = ["Engine", "current_engine", "database_url", "url_of"]
 
 #: `SESSIONGUARD_OPTIONS` keys the engine reads itself; the others go to the core.
 _ENGINE_OPTIONS = {"carry_in_flight", "legacy"}
@@ -163,6 +164,11 @@ def database_url(alias: str = "default") -> str:
         raise ImproperlyConfigured(
             f"SESSIONGUARD_STORE names the database {alias!r}, which is not in DATABASES"
         ) from None
+    return url_of(database, alias)
+
+
+def url_of(database: Mapping[str, Any], alias: str = "default") -> str:
+    """The SQLAlchemy URL of one `DATABASES` entry (PostgreSQL or a SQLite file)."""
     engine = str(database.get("ENGINE", ""))
     name = str(database.get("NAME") or "")
     if engine.endswith("sqlite3"):
@@ -180,10 +186,8 @@ def database_url(alias: str = "default") -> str:
         port = str(database.get("PORT") or "")
         location = f"{host}:{port}" if port else host
         url = f"postgresql+psycopg://{credentials}{location}/{quote(name, safe='')}"
-        if not host and port:
-            url += f"?port={port}"
         sslmode = (database.get("OPTIONS") or {}).get("sslmode")
-        return f"{url}{'&' if '?' in url else '?'}sslmode={sslmode}" if sslmode else url
+        return f"{url}?sslmode={sslmode}" if sslmode else url
     raise ImproperlyConfigured(
         f"SESSIONGUARD_STORE = 'django://{alias}': the database engine {engine!r} is not "
         "supported; use PostgreSQL or SQLite, or give a SQLAlchemy URL"
