@@ -171,8 +171,10 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
     def save(self, must_create: bool = False) -> None:
         session = self._prepare(must_create)
-        if session is None:
+        if session == "create":
             return self.create()
+        if session == "nothing":
+            return None
         lifetime = self.get_expiry_age()
         self._saved(self._sync(self._engine.core.save(session, lifetime=lifetime)))
 
@@ -217,8 +219,10 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         if self.session_key is not None and not hasattr(self, "_session_cache"):
             await self._aget_session()
         session = self._prepare(must_create)
-        if session is None:
+        if session == "create":
             return await self.acreate()
+        if session == "nothing":
+            return None
         lifetime = await self.aget_expiry_age()
         self._saved(await self._async(self._engine.core.save(session, lifetime=lifetime)))
 
@@ -276,13 +280,17 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             self._changed = True  # adopted from the old engine: the save completes it
         return session
 
-    def _prepare(self, must_create: bool) -> Session | None:
-        """The session to save, or None when it must be created under a new key."""
+    def _prepare(self, must_create: bool) -> Session | Literal["create", "nothing"]:
+        """The session to save, or what to do instead."""
         if self.session_key is None:
-            return None
+            return "create"
         session: Session = self._session
         if session.loaded is None:
-            return None  # the key led nowhere (load dropped it) or was never stored
+            # The key led nowhere (expired, ended, forged; load dropped it). What this
+            # request put in the session goes under a new key, but an untouched empty
+            # session is not stored: with SESSION_SAVE_EVERY_REQUEST, every request
+            # with a dead or forged cookie would otherwise leave an empty record.
+            return "create" if session or self._changed else "nothing"
         if must_create:
             raise CreateError("this session is stored already; save() it instead")
         if self._all_changed:

@@ -231,3 +231,16 @@ def test_an_expired_session_cookie_is_cleared(store: FileStore) -> None:
     response = serve(view, session.session_key)
     assert response.content == b"None"
     assert response.cookies["sessionid"].value == ""
+
+
+@pytest.mark.parametrize("cookie", ["forged-value-0123456789", "0" * 40 + "." + "A" * 43])
+def test_save_every_request_stores_nothing_for_a_dead_cookie(store: FileStore, cookie: str) -> None:
+    def view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(str(request.session.get("user")))
+
+    with override_settings(SESSION_SAVE_EVERY_REQUEST=True):
+        for _ in range(3):
+            response = serve(view, cookie)
+            assert response.status_code == 200
+            assert "sessionid" not in response.cookies
+    assert sum(1 for _ in store.scan()) == 0
