@@ -12,6 +12,7 @@ both run the same core flow, one with blocking store calls and one awaiting them
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NoReturn, TypeVar
 
@@ -44,8 +45,10 @@ class SessionStore(SessionBase):  # type: ignore[misc]
     at the old key, so requests in flight keep their changes while nobody can open the
     new session with the old key; `flush()` deletes unconditionally, so a slower
     concurrent request never brings the session back (its `save()` raises
-    `UpdateError`). Setting `modified = True` yourself (after changing a value in place)
-    counts every key as changed.
+    `UpdateError`). A value changed in place (`session["cart"].append(x)`) is found at
+    the save by comparing with what was loaded, so it is saved whenever Django would
+    save the session (`modified = True`, `SESSION_SAVE_EVERY_REQUEST`), as only a change
+    of that key.
     """
 
     # For the type checker only: SessionBase (untyped) defines them.
@@ -55,8 +58,10 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
     def __init__(self, session_key: str | None = None) -> None:
         self._engine: Engine = current_engine()
-        self._changed = False  # Django's `modified`, as our own mutators set it
-        self._all_changed = False  # the app set `modified = True` itself
+        self._changed = False  # Django's `modified`
+        # The data as stored, to find values changed in place (`session["cart"].append(x)`)
+        # that the session's own bookkeeping cannot see.
+        self._stored: dict[str, Any] = {}
         #: The policy's response when the store could not be used; the middleware sends it.
         self.refusal: ErrorResponse | None = None
         #: The last save's word on the cookie: "set" it, "clear" it, or leave it (None).
@@ -64,7 +69,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         self._clear_cookie = False  # the request's cookie leads nowhere (and is ours)
         super().__init__(session_key)
 
-    # -- Django's `modified`: every key changed only when the app says so ----------------
+    # -- Django's `modified` -----------------------------------------------------------------
 
     @property
     def modified(self) -> bool:
@@ -72,7 +77,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
     @modified.setter
     def modified(self, value: bool) -> None:
-        self._changed = self._all_changed = bool(value)
+        self._changed = bool(value)
         if not value:
             session = self.__dict__.get("_session_cache")
             if isinstance(session, Session):
@@ -170,7 +175,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         self._saved(self._sync(self._create_flow()), create=True)
 
     def save(self, must_create: bool = False) -> None:
-        session = self._prepare(must_create)
+        session = self._prepare(must_create, self._session if self.session_key else None)
         if session == "create":
             return self.create()
         if session == "nothing":
@@ -216,9 +221,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         self._saved(await self._async(self._create_flow()), create=True)
 
     async def asave(self, must_create: bool = False) -> None:
-        if self.session_key is not None and not hasattr(self, "_session_cache"):
-            await self._aget_session()
-        session = self._prepare(must_create)
+        current = await self._aget_session() if self.session_key else None
+        session = self._prepare(must_create, current)
         if session == "create":
             return await self.acreate()
         if session == "nothing":
@@ -276,15 +280,19 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             # client must not choose its session key); a new one comes with the save.
             self._session_key = None
             self._clear_cookie = session.stale_cookie
+        else:
+            self._stored = copy.deepcopy(dict(session))
         if session.modified:
             self._changed = True  # adopted from the old engine: the save completes it
         return session
 
-    def _prepare(self, must_create: bool) -> Session | Literal["create", "nothing"]:
-        """The session to save, or what to do instead."""
-        if self.session_key is None:
+    def _prepare(
+        self, must_create: bool, session: Session | None
+    ) -> Session | Literal["create", "nothing"]:
+        """The session to save (`session`, loaded by the caller when there was a key), or
+        what to do instead."""
+        if session is None:
             return "create"
-        session: Session = self._session
         if session.loaded is None:
             # The key led nowhere (expired, ended, forged; load dropped it). What this
             # request put in the session goes under a new key, but an untouched empty
@@ -293,8 +301,9 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             return "create" if session or self._changed else "nothing"
         if must_create:
             raise CreateError("this session is stored already; save() it instead")
-        if self._all_changed:
-            session.modified = True  # the app changed values in place: save every key
+        for key, value in session.items():
+            if key not in session.set_keys and self._stored.get(key, _NOT_GIVEN) != value:
+                session[key] = value  # changed in place: Django saves it, and so do we
         return session
 
     def _create_flow(self) -> Flow[Saved | ErrorResponse]:
@@ -325,10 +334,10 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             self.cookie_action = None
             return
         session.saved_as(saved.stored, saved.data)
+        self._stored = copy.deepcopy(dict(session))
         self._session_key = self._engine.core.signer.sign(saved.stored.key)
         self._clear_cookie = False
         self.cookie_action = "set"
-        self._all_changed = False
         if create:
             self._changed = True  # as Django's create(): the middleware sends the cookie
 

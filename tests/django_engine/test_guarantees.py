@@ -244,3 +244,20 @@ def test_save_every_request_stores_nothing_for_a_dead_cookie(store: FileStore, c
             assert response.status_code == 200
             assert "sessionid" not in response.cookies
     assert sum(1 for _ in store.scan()) == 0
+
+
+def test_in_place_change_is_saved_every_request_as_a_change_of_that_key_only(
+    store: FileStore,
+) -> None:
+    key = stored_session(cart=["book"], theme="light")
+
+    def view(request: HttpRequest) -> HttpResponse:
+        request.session["cart"].append("pen")  # in place: no assignment
+        other = SessionStore(key)  # a concurrent request changes another key ...
+        other["theme"] = "dark"
+        other.save()  # ... and saves while this one runs
+        return HttpResponse("ok")
+
+    with override_settings(SESSION_SAVE_EVERY_REQUEST=True):
+        assert serve(view, key).status_code == 200
+    assert dict(SessionStore(key).load()) == {"cart": ["book", "pen"], "theme": "dark"}
