@@ -112,6 +112,10 @@ class Subject:
     services: tuple[str, ...] = ()
     #: In the default run (`make bench`); the others run under `--all` or when named by `-s`.
     default: bool = True
+    #: Peers serving the same app on the same server with their own session engine (the
+    #: Django project on Django's engines): the server scenarios' tables give this
+    #: subject's req/s over theirs, and both lost-update counts.
+    counterparts: tuple[str, ...] = ()
 
     @property
     def is_sessionguard(self) -> bool:

@@ -16,6 +16,8 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "SubjectRun",
+    "counterpart_json",
+    "counterpart_table",
     "exceptions_cell",
     "failures",
     "first_line",
@@ -40,6 +42,14 @@ class Result(Protocol):
     @property
     def requests_per_s(self) -> float:
         """Throughput, the number rounds are ranked by."""
+
+    @property
+    def lost_updates(self) -> int:
+        """Acknowledged writes missing at the end."""
+
+    @property
+    def keys_acknowledged(self) -> int:
+        """Writes answered 2xx."""
 
 
 _R = TypeVar("_R", bound=Result)
@@ -151,6 +161,64 @@ def sessionguard_bars(
     return bars
 
 
+def _counterpart_pairs(runs: Sequence[SubjectRun[_R]]) -> list[tuple[_R, str, _R, str]]:
+    """(result, name, counterpart's result, its name) for each `Subject.counterparts`
+    measured in this run."""
+    measured = {run.subject.name: run.result for run in runs if run.result is not None}
+    return [
+        (ours, run.subject.name, theirs, name)
+        for run in runs
+        if (ours := run.result) is not None
+        for name in run.subject.counterparts
+        if (theirs := measured.get(name)) is not None
+    ]
+
+
+def _rate_ratio(ours: Result, theirs: Result) -> float:
+    if theirs.requests_per_s > 0 and math.isfinite(ours.requests_per_s):
+        return ours.requests_per_s / theirs.requests_per_s
+    return math.nan
+
+
+def counterpart_table(runs: Sequence[SubjectRun[Any]]) -> list[str]:
+    """Markdown lines: each subject against its `counterparts` (the same app and server on
+    another session engine); none when no pair was measured."""
+    pairs = _counterpart_pairs(runs)
+    if not pairs:
+        return []
+    lines = [
+        "",
+        "The same app on the same server, only the session engine differs (ratio of "
+        "req/s; above 1.00x the subject is faster than the one it is set against):",
+        "",
+        "| subject | req/s | lost updates | against | req/s | lost updates | ratio |",
+        "|---|--:|--:|---|--:|--:|--:|",
+    ]
+    for ours, name, theirs, other in pairs:
+        lines.append(
+            f"| {name} | {ours.requests_per_s:.0f} "
+            f"| {ours.lost_updates} / {ours.keys_acknowledged} "
+            f"| {other} | {theirs.requests_per_s:.0f} "
+            f"| {theirs.lost_updates} / {theirs.keys_acknowledged} "
+            f"| {ratio_text(_rate_ratio(ours, theirs))} |"
+        )
+    return lines
+
+
+def counterpart_json(runs: Sequence[SubjectRun[Any]]) -> list[dict[str, Any]]:
+    """The pairs of `counterpart_table`, for `latest.json`."""
+    return [
+        {
+            "subject": name,
+            "counterpart": other,
+            "requests_per_s_ratio": _rate_ratio(ours, theirs),
+            "lost_updates": ours.lost_updates,
+            "counterpart_lost_updates": theirs.lost_updates,
+        }
+        for ours, name, theirs, other in _counterpart_pairs(runs)
+    ]
+
+
 def run_json(run: SubjectRun[Any]) -> dict[str, Any]:
     """One subject's run for `latest.json`: configuration, status, log counts, raw result."""
     subject = run.subject
@@ -164,6 +232,7 @@ def run_json(run: SubjectRun[Any]) -> dict[str, Any]:
         "workers": run.workers,
         "settings": dict(subject.settings),
         "baseline": subject.baseline,
+        "counterparts": list(subject.counterparts),
         "status": run.status,
         "error": run.error,
         "round_rates": list(run.round_rates),

@@ -9,9 +9,9 @@ carries its data along and a re-issued id is followed. At the end (not timed) ea
 client reads its session once more: an acknowledged write missing then is a lost update.
 
 No two requests share a session here, so no store should lose anything; what differs
-is the cost of a request, and which stores write on every read (Django with
-SESSION_SAVE_EVERY_REQUEST=True, as configured here; Flask-Session refreshes each
-request by default).
+is the cost of a request, and which stores write on every read (the Django project,
+on Django's engines and on sessionguard's, with SESSION_SAVE_EVERY_REQUEST=True, as
+configured here; Flask-Session refreshes each request by default).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from .base import (
     Scenario,
     ScenarioError,
     SubjectRun,
+    counterpart_json,
+    counterpart_table,
     exceptions_cell,
     failures,
     median_of,
@@ -305,6 +307,7 @@ def _table(runs: Sequence[SubjectRun[ManyResult]], params: RunParams) -> str:
             exceptions_cell(run_),
         ]
         lines.append(head + " | ".join(cells) + " |")
+    lines += counterpart_table(runs)
     lines += [
         "",
         "- *lost updates*: acknowledged writes (each session's seed included) missing from "
@@ -326,6 +329,7 @@ def section(runs: Sequence[SubjectRun[ManyResult]], params: RunParams) -> Sectio
         "write_every": WRITE_EVERY,
         "client": SCENARIO.client,
         "runs": [run_json(run_) for run_ in runs],
+        "counterparts": counterpart_json(runs),
     }
     return Section(
         key=SCENARIO.name,

@@ -30,6 +30,8 @@ from .base import (
     Scenario,
     ScenarioError,
     SubjectRun,
+    counterpart_json,
+    counterpart_table,
     exceptions_cell,
     failures,
     median_of,
@@ -337,7 +339,11 @@ def _targets(runs: Sequence[SubjectRun[BurstResult]]) -> list[Target]:
 def _file_pairs(
     runs: Sequence[SubjectRun[BurstResult]],
 ) -> list[tuple[SubjectRun[BurstResult], SubjectRun[BurstResult], SubjectRun[BurstResult] | None]]:
-    """(file-based peer, sessionguard FileStore on its server without fsync, and with fsync)."""
+    """(file-based peer, sessionguard FileStore on its server without fsync, and with fsync).
+
+    The Django engine (a subject with `counterparts`) is left out: it is compared with
+    Django's own engines in a table of its own, and must not stand in for `sg-wsgi-file`.
+    """
     measured = _measured(runs)
     baselines = _baselines(runs)
     ours = [
@@ -346,6 +352,7 @@ def _file_pairs(
         if run_.subject.is_sessionguard
         and run_.subject.storage == "file"
         and run_.subject.name not in baselines
+        and not run_.subject.counterparts
     ]
     pairs = []
     for peer in measured.values():
@@ -424,6 +431,7 @@ def _table(runs: Sequence[SubjectRun[BurstResult]], params: RunParams) -> str:
                 f"| {ours.subject.name} | {ratio_text(_rate_ratio(ours.result, peer.result))} "
                 f"| {' | '.join(durable_cells)} |"
             )
+    lines += counterpart_table(runs)
     lines += [
         "",
         "- *req/s*: responses over the burst's wall time (first request sent to last "
@@ -461,6 +469,7 @@ def section(runs: Sequence[SubjectRun[BurstResult]], params: RunParams) -> Secti
         "requests_per_client": params.requests,
         "client": SCENARIO.client,
         "runs": [run_json(run_) for run_ in runs],
+        "counterparts": counterpart_json(runs),
     }
     return Section(
         key=SCENARIO.name,

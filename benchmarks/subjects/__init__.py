@@ -40,6 +40,6 @@ def all_subjects() -> list[Subject]:
         *starsessions_redis.SUBJECTS,
         *flask_session_peer.SUBJECTS,
         *beaker_file.SUBJECTS,
-        *django_peer.SUBJECTS,
+        *django_peer.SUBJECTS,  # sg-django-file, then Django's own engines it is compared with
         *naive_pickle.SUBJECTS,
     ]

@@ -1,8 +1,14 @@
 """Django's session framework in a minimal project configured in code, on gunicorn.
 
-`django-file`: the `file` backend (temp file + rename per save, no lock);
-`django-db`: the `db` backend on SQLite, its table migrated when a worker starts. Both
-with SESSION_SAVE_EVERY_REQUEST=True, as the issue asks: every request, reads
+One project, three session engines (`DJANGO_SESSION_ENGINE`), the same views and server:
+
+* `django-file`: Django's `file` backend (temp file + rename per save, no lock);
+* `django-db`: Django's `db` backend on SQLite, its table migrated when a worker starts;
+* `sg-django-file`: sessionguard's engine (`SESSION_ENGINE = "sessionguard.django"`, its
+  `SessionMiddleware` in place of Django's) on `FileStore(durable=False)` in the run's
+  store directory, as `sg-wsgi-file` has it: like Django's `file` backend, no fsync.
+
+All with SESSION_SAVE_EVERY_REQUEST=True, as the issue asks: every request, reads
 included, writes the session back. SQLite is set up as sessionguard's SQLStore sets it
 up (WAL, synchronous=NORMAL, a 5 s busy timeout), with `transaction_mode="IMMEDIATE"`,
 which Django's documentation recommends against "database is locked" errors.
@@ -12,9 +18,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..harness import Subject
+from . import _sessionguard
 from ._peer import SECRET_KEY, plain_id
 
 if TYPE_CHECKING:
@@ -26,9 +34,23 @@ COOKIE_NAME = "sessionid"  # Django's default
 #: Filled in by `create_app`; Django reads it from this module (ROOT_URLCONF).
 urlpatterns: list[Any] = []
 
+#: `DJANGO_SESSION_ENGINE` values (Django's own backends, or sessionguard's engine): the
+#: `SESSION_ENGINE` setting and the session middleware each is used with.
+SESSION_ENGINES: Mapping[str, tuple[str, str]] = {
+    "file": (
+        "django.contrib.sessions.backends.file",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+    ),
+    "db": (
+        "django.contrib.sessions.backends.db",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+    ),
+    "sessionguard": ("sessionguard.django", "sessionguard.django.SessionMiddleware"),
+}
+
 
 def create_app() -> WSGIApplication:
-    """The app gunicorn serves; `DJANGO_SESSION_ENGINE` is "file" or "db"."""
+    """The app gunicorn serves; `DJANGO_SESSION_ENGINE` is "file", "db" or "sessionguard"."""
     import django
     from django.conf import settings
     from django.core.handlers.wsgi import WSGIHandler
@@ -37,16 +59,24 @@ def create_app() -> WSGIApplication:
     from django.urls import path
 
     engine = os.environ["DJANGO_SESSION_ENGINE"]
+    if engine not in SESSION_ENGINES:
+        raise RuntimeError(f"DJANGO_SESSION_ENGINE must be one of {', '.join(SESSION_ENGINES)}")
+    session_engine, middleware = SESSION_ENGINES[engine]
     directory = os.environ["BENCH_STORE_DIR"]
     database = os.path.join(directory, "django.sqlite3")
+    extra: dict[str, Any] = {}
+    if engine == "sessionguard":
+        # `SG_STORE` chooses the store, as for the other sessionguard subjects.
+        extra["SESSIONGUARD_STORE"] = _sessionguard.store()
+        _sessionguard.configure_logging()  # its "not saved" errors, with their level
     settings.configure(
         DEBUG=False,
         SECRET_KEY=SECRET_KEY,
         ALLOWED_HOSTS=["127.0.0.1", "localhost"],
         ROOT_URLCONF=__name__,
         INSTALLED_APPS=["django.contrib.sessions"],
-        MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"],
-        SESSION_ENGINE=f"django.contrib.sessions.backends.{engine}",
+        MIDDLEWARE=[middleware],
+        SESSION_ENGINE=session_engine,
         SESSION_FILE_PATH=directory,
         SESSION_SAVE_EVERY_REQUEST=True,
         SESSION_COOKIE_NAME=COOKIE_NAME,
@@ -63,6 +93,7 @@ def create_app() -> WSGIApplication:
         },
         USE_TZ=True,
         LOGGING_CONFIG=None,
+        **extra,
     )
     django.setup()
     if engine == "db":
@@ -93,7 +124,7 @@ def create_app() -> WSGIApplication:
     return handler
 
 
-def _subject(engine: str) -> Subject:
+def _subject(engine: Literal["file", "db"]) -> Subject:
     return Subject(
         name=f"django-{engine}",
         description=(
@@ -111,4 +142,33 @@ def _subject(engine: str) -> Subject:
     )
 
 
-SUBJECTS = [_subject("file"), _subject("db")]
+def _sessionguard_subject(store: _sessionguard.StoreName) -> Subject:
+    """This project on sessionguard's Django engine, compared with Django's own engines."""
+    text = _sessionguard.STORE_TEXT[store]
+    return Subject(
+        name=_sessionguard.name("django", store, True),
+        description=(
+            f"sessionguard's Django engine, {text}, SESSION_SAVE_EVERY_REQUEST=True, "
+            "gunicorn sync workers (the django-* project and views)"
+        ),
+        server="gunicorn-sync",
+        app=f"{__name__}:create_app",
+        env={"DJANGO_SESSION_ENGINE": "sessionguard", "SG_STORE": store},
+        settings={
+            "store": text,
+            "durable": store == "durable",
+            "merge": True,
+            "save_every_request": True,
+        },
+        cookie_name=COOKIE_NAME,
+        session_id=_sessionguard.session_id,
+        requires=("django", "gunicorn") + _sessionguard.REQUIRES.get(store, ()),
+        family="sessionguard",
+        storage=_sessionguard.STORAGE[store],
+        services=_sessionguard.SERVICES.get(store, ()),
+        counterparts=("django-file", "django-db"),
+    )
+
+
+#: sessionguard's engine first, then the Django engines it is compared with.
+SUBJECTS = [_sessionguard_subject("file"), _subject("file"), _subject("db")]
