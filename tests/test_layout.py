@@ -68,6 +68,7 @@ FRAMEWORK_READERS = {
     "django.config": {"django"},
     "django.store": {"django"},
     "django.middleware": {"django", "asgiref"},
+    "django": {"django"},  # the package checks Django's version before anything else
 }
 
 

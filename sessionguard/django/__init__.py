@@ -19,7 +19,15 @@ MIDDLEWARE = [
 
 from __future__ import annotations
 
-from .middleware import SessionMiddleware
+import django
+
+if django.VERSION < (5, 1):  # pragma: no cover - the test group installs a newer one
+    raise ImportError(
+        "sessionguard.django needs Django 5.1 or later (the async SessionBase API); "
+        f"this is {django.get_version()}: pip install 'sessionguard[django]'"
+    )
+
+from .middleware import SessionMiddleware  # after the version check
 from .store import SessionStore
 
 __all__ = ["SessionMiddleware", "SessionStore"]

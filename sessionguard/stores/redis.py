@@ -190,9 +190,7 @@ class RedisStore:
                     "this RedisStore was given only async_client; pass client= or url= "
                     "to use it from WSGI"
                 )
-            self._client = redis.Redis.from_url(
-                self._url, retry=self._sync_retry, **self._options
-            )
+            self._client = redis.Redis.from_url(self._url, retry=self._sync_retry, **self._options)
         if self._scripts is None:
             register = self._client.register_script
             self._scripts = (
