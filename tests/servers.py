@@ -125,6 +125,13 @@ class PostgresServer:
         wait_for_port(self.port, self.process, log)
         self.sql("SELECT 1")  # listening is not yet accepting queries: wait for that too
 
+    def set_read_only(self, read_only: bool) -> None:
+        """Refuse (or allow again) writes in every new transaction, as a failover or a
+        restart into recovery looks to clients; open connections get it too."""
+        setting = "on" if read_only else "off"
+        self.sql(f"ALTER SYSTEM SET default_transaction_read_only = {setting}")
+        self.sql("SELECT pg_reload_conf()")
+
     def sql(self, statement: str) -> str:
         deadline = time.monotonic() + START_TIMEOUT
         while True:

@@ -8,6 +8,7 @@ to the whole process group after a grace period), client processes by SIGKILL.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import secrets
@@ -16,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -24,7 +25,7 @@ from typing import Any, Literal, Protocol
 import httpx
 import pytest
 
-from .apps.client import session_cookies
+from .apps.client import COOKIE_NAME, session_cookies
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
 
@@ -56,15 +57,24 @@ def _free_port() -> int:
         return port
 
 
+def gunicorn_command(
+    app: str, port: int, *, chdir: Path, workers: int, worker_class: str = "sync", threads: int = 1
+) -> list[str]:
+    """Command line serving the WSGI `app` ("module:callable") from `chdir` on 127.0.0.1."""
+    return [
+        *[sys.executable, "-m", "gunicorn", "--chdir", str(chdir), "--workers", str(workers)],
+        *["--worker-class", worker_class, "--threads", str(threads)],
+        *["--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5"],
+        *["--log-level", "info", "--no-control-socket", app],
+    ]
+
+
 def _server_command(kind: ServerKind, port: int, workers: int) -> list[str]:
     bind = ["127.0.0.1", str(port)]
     if kind == "gunicorn":
-        return [
-            *[sys.executable, "-m", "gunicorn", "--chdir", str(INTEGRATION_DIR)],
-            *["--workers", str(workers), "--worker-class", "sync", "--bind", ":".join(bind)],
-            *["--graceful-timeout", "5", "--log-level", "info", "--no-control-socket"],
-            "apps.wsgi_app:create_app()",
-        ]
+        return gunicorn_command(
+            "apps.wsgi_app:create_app()", port, chdir=INTEGRATION_DIR, workers=workers
+        )
     return [
         *[sys.executable, "-m", "uvicorn", "--app-dir", str(INTEGRATION_DIR), "--factory"],
         *["--host", bind[0], "--port", bind[1], "--workers", str(workers)],
@@ -90,28 +100,42 @@ class SessionEnv:
 
 
 class Server:
-    """A gunicorn or uvicorn process group serving one of the torture apps on 127.0.0.1."""
+    """A server process group (gunicorn, uvicorn) on 127.0.0.1, on a port of its own.
 
-    def __init__(self, kind: ServerKind, workers: int, env: SessionEnv, log_path: Path) -> None:
-        self.kind = kind
+    `command(port)` is its command line; it is ready once `ready_path` answers 200.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        command: Callable[[int], list[str]],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        ready_path: str = "/get",
+    ) -> None:
+        self.name = name
         self.log_path = log_path
+        self.ready_path = ready_path
         self._process: subprocess.Popen[bytes] | None = None
         try:
-            self._start(workers, env)
+            self._start(command, cwd, env)
         except BaseException:
             self.stop()
             raise
 
-    def _start(self, workers: int, env: SessionEnv) -> None:
-        kind = self.kind
+    def _start(
+        self, command: Callable[[int], list[str]], cwd: Path, env: Mapping[str, str]
+    ) -> None:
         for _ in range(_PORT_ATTEMPTS):
             port = _free_port()
             self.base_url = f"http://127.0.0.1:{port}"
             with self.log_path.open("wb") as log:
                 self._process = subprocess.Popen(
-                    _server_command(kind, port, workers),
-                    cwd=INTEGRATION_DIR,
-                    env={**os.environ, **env.variables()},
+                    command(port),
+                    cwd=cwd,
+                    env={**os.environ, **env},
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -121,7 +145,9 @@ class Server:
                 return
             # The port was taken between our probe and the server's bind: try another one.
             self.stop()
-        raise RuntimeError(f"{kind} did not start on any of {_PORT_ATTEMPTS} ports:\n{self.log()}")
+        raise RuntimeError(
+            f"{self.name} did not start on any of {_PORT_ATTEMPTS} ports:\n{self.log()}"
+        )
 
     def _wait_until_ready(self) -> bool:
         assert self._process is not None
@@ -131,16 +157,16 @@ class Server:
                 if "in use" in self.log():  # "Address already in use" / "Connection in use"
                     return False
                 if _exited(self._process.pid):
-                    raise RuntimeError(f"{self.kind} exited while starting; log:\n{self.log()}")
+                    raise RuntimeError(f"{self.name} exited while starting; log:\n{self.log()}")
                 try:
-                    response = client.get("/get")
+                    response = client.get(self.ready_path)
                 except httpx.TransportError:
                     time.sleep(0.05)
                     continue
                 if response.status_code != 200:
-                    raise RuntimeError(f"{self.kind} answered {response}; log:\n{self.log()}")
+                    raise RuntimeError(f"{self.name} answered {response}; log:\n{self.log()}")
                 return True
-        raise RuntimeError(f"{self.kind} did not answer in {SERVER_START_TIMEOUT}s:\n{self.log()}")
+        raise RuntimeError(f"{self.name} did not answer in {SERVER_START_TIMEOUT}s:\n{self.log()}")
 
     def stop(self) -> None:
         """Stop gracefully (SIGTERM to the master), then SIGKILL whatever is left. Idempotent."""
@@ -165,10 +191,19 @@ class Server:
 class ClientProcess:
     """One `apps.client` process; its output goes to a file, so it can never block on a pipe."""
 
-    def __init__(self, base_url: str, cookie: str, ops: Sequence[Op], output: Path) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        cookie: str,
+        ops: Sequence[Op],
+        output: Path,
+        cookie_name: str = COOKIE_NAME,
+    ) -> None:
         self.output = output
         self.count = len(ops)
-        spec = json.dumps({"base_url": base_url, "cookie": cookie, "ops": list(ops)})
+        spec = json.dumps(
+            {"base_url": base_url, "cookie": cookie, "cookie_name": cookie_name, "ops": list(ops)}
+        )
         with output.open("wb") as out:
             self.process = subprocess.Popen(
                 python_module_command("client", spec),
@@ -203,8 +238,37 @@ class StartServer(Protocol):
 
 class StartClients(Protocol):
     def __call__(
-        self, base_url: str, cookie: str, op_lists: Sequence[Sequence[Op]]
+        self,
+        base_url: str,
+        cookie: str,
+        op_lists: Sequence[Sequence[Op]],
+        *,
+        cookie_name: str = COOKIE_NAME,
     ) -> list[ClientProcess]: ...
+
+
+@contextlib.contextmanager
+def client_processes(directory: Path) -> Iterator[StartClients]:
+    """`start(url, cookie, [ops, ...])` starts one `apps.client` process per op list, with
+    its output in `directory`; every process is killed on exit."""
+    numbers = itertools.count()
+    with contextlib.ExitStack() as stack:  # kills every client even if one kill fails
+
+        def start(
+            base_url: str,
+            cookie: str,
+            op_lists: Sequence[Sequence[Op]],
+            *,
+            cookie_name: str = COOKIE_NAME,
+        ) -> list[ClientProcess]:
+            started = []
+            for ops in op_lists:
+                output = directory / f"client-{next(numbers)}.jsonl"
+                started.append(ClientProcess(base_url, cookie, ops, output, cookie_name))
+                stack.callback(started[-1].kill)
+            return started
+
+        yield start
 
 
 @pytest.fixture
@@ -218,36 +282,28 @@ def session_env(tmp_path: Path) -> SessionEnv:
 @pytest.fixture
 def start_server(tmp_path: Path, session_env: SessionEnv) -> Iterator[StartServer]:
     """Start a server on the test's session store: `start_server("gunicorn", workers=4)`."""
-    servers: list[Server] = []
-
-    def start(kind: ServerKind, *, workers: int) -> Server:
-        server = Server(kind, workers, session_env, tmp_path / f"{kind}-{len(servers)}.log")
-        servers.append(server)
-        return server
-
-    yield start
+    numbers = itertools.count()
     with contextlib.ExitStack() as stack:  # stops every server even if one stop fails
-        for server in servers:
+
+        def start(kind: ServerKind, *, workers: int) -> Server:
+            server = Server(
+                kind,
+                lambda port: _server_command(kind, port, workers),
+                cwd=INTEGRATION_DIR,
+                env=session_env.variables(),
+                log_path=tmp_path / f"{kind}-{next(numbers)}.log",
+            )
             stack.callback(server.stop)
+            return server
+
+        yield start
 
 
 @pytest.fixture
 def start_clients(tmp_path: Path) -> Iterator[StartClients]:
     """Start one `apps.client` process per op list: `start_clients(url, cookie, [ops, ...])`."""
-    clients: list[ClientProcess] = []
-
-    def start(base_url: str, cookie: str, op_lists: Sequence[Sequence[Op]]) -> list[ClientProcess]:
-        started = []
-        for ops in op_lists:
-            output = tmp_path / f"client-{len(clients)}.jsonl"
-            clients.append(ClientProcess(base_url, cookie, ops, output))
-            started.append(clients[-1])
-        return started
-
-    yield start
-    with contextlib.ExitStack() as stack:
-        for client in clients:
-            stack.callback(client.kill)
+    with client_processes(tmp_path) as start:
+        yield start
 
 
 def cookie_value(response: httpx.Response) -> str:

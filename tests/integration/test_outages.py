@@ -123,13 +123,7 @@ def test_killed_redis_answers_503_and_recovers_with_data_intact_wsgi(
 def read_only_switch(postgres_server: PostgresServer) -> Iterator[PostgresServer]:
     """Yields the server; the test flips it read-only. Always switched back afterwards."""
     yield postgres_server
-    set_read_only(postgres_server, False)
-
-
-def set_read_only(server: PostgresServer, read_only: bool) -> None:
-    # What a failover or a restart into recovery looks like to clients: writes are refused.
-    server.sql(f"ALTER SYSTEM SET default_transaction_read_only = {'on' if read_only else 'off'}")
-    server.sql("SELECT pg_reload_conf()")
+    postgres_server.set_read_only(False)
 
 
 @pytest.fixture
@@ -146,14 +140,14 @@ async def test_read_only_postgres_answers_503_never_400_asgi(
     async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as client:
         assert (await client.get("/bump")).json() == {"n": 1}
 
-        set_read_only(read_only_switch, True)
+        read_only_switch.set_read_only(True)
         with caplog.at_level(logging.ERROR, logger="sessionguard"):
             assert_unavailable(await client.get("/bump"))
         assert "The database is read-only" in caplog.text  # the log names the real cause
         # Reading still works on a read-only database, and shows the data intact.
         assert (await client.get("/read")).json() == {"n": 1}
 
-        set_read_only(read_only_switch, False)
+        read_only_switch.set_read_only(False)
         assert (await client.get("/bump")).json() == {"n": 2}
 
 
@@ -164,11 +158,11 @@ def test_read_only_postgres_answers_503_never_400_wsgi(
     with httpx.Client(transport=transport, base_url="http://t", timeout=30) as client:
         assert client.get("/bump").json() == {"n": 1}
 
-        set_read_only(read_only_switch, True)
+        read_only_switch.set_read_only(True)
         assert_unavailable(client.get("/bump"))
         assert client.get("/read").json() == {"n": 1}
 
-        set_read_only(read_only_switch, False)
+        read_only_switch.set_read_only(False)
         assert client.get("/bump").json() == {"n": 2}
 
 

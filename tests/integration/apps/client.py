@@ -2,8 +2,9 @@
 
     python -m apps.client '{"base_url": ..., "cookie": ..., "ops": [[method, path, params], ...]}'
 
-`cookie` is the signed `session` cookie value, sent as an explicit `Cookie` header on
-every request (whatever the server answers, the next request uses the same cookie).
+`cookie` is the session cookie's value (the cookie is named `cookie_name`, "session" if
+not given), sent as an explicit `Cookie` header on every request (whatever the server
+answers, the next request uses the same cookie).
 One JSON line per request is printed and flushed as soon as it completes:
 `{"index", "path", "params", "status", "cookies", "cookie_ids", "body", "error"}`, where
 `cookies` lists the value of every session `Set-Cookie` in the response ("" for a
@@ -29,29 +30,30 @@ def ignoring_cookie_jar() -> CookieJar:
     return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
-def session_cookies(response: httpx.Response) -> list[str]:
+def session_cookies(response: httpx.Response, cookie_name: str = COOKIE_NAME) -> list[str]:
     """The value of each session Set-Cookie header in the response ("" for a clearing one)."""
     values = []
     for header in response.headers.get_list("set-cookie"):
         name, _, rest = header.partition("=")
-        if name.strip() == COOKIE_NAME:
+        if name.strip() == cookie_name:
             values.append(rest.split(";", 1)[0])
     return values
 
 
-def describe(response: httpx.Response) -> dict[str, Any]:
+def describe(response: httpx.Response, cookie_name: str = COOKIE_NAME) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
         body = None
-    cookies = session_cookies(response)
+    cookies = session_cookies(response, cookie_name)
     ids = [value.partition(".")[0] for value in cookies]
     return {"status": response.status_code, "cookies": cookies, "cookie_ids": ids, "body": body}
 
 
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[1])
-    headers = {"Cookie": f"{COOKIE_NAME}={spec['cookie']}"}
+    cookie_name = spec.get("cookie_name", COOKIE_NAME)
+    headers = {"Cookie": f"{cookie_name}={spec['cookie']}"}
     jar = ignoring_cookie_jar()
     with httpx.Client(base_url=spec["base_url"], timeout=REQUEST_TIMEOUT, cookies=jar) as client:
         for index, (method, path, params) in enumerate(spec["ops"]):
@@ -61,7 +63,7 @@ def main(argv: list[str]) -> int:
             except httpx.HTTPError as exc:
                 result.update(status=None, cookies=[], cookie_ids=[], body=None, error=repr(exc))
             else:
-                result.update(describe(response), error=None)
+                result.update(describe(response, cookie_name), error=None)
             print(json.dumps(result), flush=True)
     return 0
 
