@@ -10,6 +10,8 @@ DJANGO_TEST_STORE      SESSIONGUARD_STORE (a directory or a URL)
 DJANGO_TEST_DATABASE   the SQLite file (the db engine's sessions, auth's users)
 DJANGO_TEST_DATABASE_URL  a PostgreSQL URL instead (postgresql://user@host:port/name)
 DJANGO_TEST_SAVE_EVERY_REQUEST  1 for SESSION_SAVE_EVERY_REQUEST = True
+DJANGO_TEST_FILE_PATH  SESSION_FILE_PATH (the file engine's directory)
+DJANGO_TEST_CSRF_USE_SESSIONS  1 for CSRF_USE_SESSIONS = True (the CSRF token in the session)
 ```
 """
 
@@ -30,6 +32,7 @@ def build(
     database_url: str | None = None,
     save_every_request: bool = False,
     file_path: str | None = None,
+    csrf_use_sessions: bool = False,
 ) -> dict[str, Any]:
     """The project's settings for one session engine and store."""
     sessions_middleware = (
@@ -84,6 +87,7 @@ def build(
         "SESSIONGUARD_STORE": store,
         "SESSION_FILE_PATH": file_path,
         "SESSION_SAVE_EVERY_REQUEST": save_every_request,
+        "CSRF_USE_SESSIONS": csrf_use_sessions,
         "MESSAGE_STORAGE": "django.contrib.messages.storage.session.SessionStorage",
         "DATABASES": databases,
         # Fast hashing: the tests log in often, and the hash is not what they test.
@@ -103,5 +107,6 @@ if os.environ.get("DJANGO_SETTINGS_MODULE") == __name__:
             database_url=os.environ.get("DJANGO_TEST_DATABASE_URL"),
             save_every_request=os.environ.get("DJANGO_TEST_SAVE_EVERY_REQUEST") == "1",
             file_path=os.environ.get("DJANGO_TEST_FILE_PATH"),
+            csrf_use_sessions=os.environ.get("DJANGO_TEST_CSRF_USE_SESSIONS") == "1",
         )
     )

@@ -22,8 +22,16 @@ def show(request: HttpRequest) -> JsonResponse:
 
 @csrf_exempt
 def set_key(request: HttpRequest, key: str) -> JsonResponse:
-    """Set one key (from the `value` form field, or the query); `delay` seconds first."""
+    """Set one key (from the `value` form field, or the query); `delay` seconds first.
+
+    `pause` seconds more between loading the session and setting the key: a request in
+    flight that a concurrent one (a login, a logout) overtakes.
+    """
     time.sleep(float(request.GET.get("delay", 0)))
+    pause = float(request.GET.get("pause", 0))
+    if pause:
+        request.session.get(key)  # loads it
+        time.sleep(pause)
     request.session[key] = request.POST.get("value", request.GET.get("value", "1"))
     return JsonResponse({"ok": True})
 
