@@ -23,6 +23,7 @@ LAYERS = {
     "stores.base": 1,
     "stores.frame": 1,
     "stores.filesafety": 1,
+    "stores.cachedio": 0,
     "session": 2,
     "record": 2,
     "stores.memory": 2,
@@ -58,7 +59,13 @@ LAYERS = {
     "cli": 8,  # the `sessionguard` command, on top of everything
     "__main__": 9,
 }
-STORE_MAY_IMPORT = {"stores.base", "stores.frame", "stores.filesafety", "errors"}
+STORE_MAY_IMPORT = {
+    "stores.base",
+    "stores.frame",
+    "stores.filesafety",
+    "stores.cachedio",
+    "errors",
+}
 FRAMEWORKS = {"starlette", "fastapi", "flask", "werkzeug", "django", "quart", "aiohttp"}
 # Reading Django's sessions means checking their signatures with django.core.signing,
 # imported lazily when a Django reader is created (only `sessionguard migrate` does that).

@@ -62,7 +62,7 @@ from ..errors import (
     CorruptSessionError,
     StoreUnavailableError,
 )
-from . import filesafety, frame
+from . import cachedio, filesafety, frame
 from .base import (
     ABSENT,
     PurgeProgress,
@@ -284,18 +284,42 @@ class FileStore(ThreadedStore):
                     return _unread(os.fstat(fd), CorruptReason.OVERSIZED, self.max_record_size)
             finally:
                 os.close(fd)
-        try:
-            found = frame.read(raw)
-        except CorruptSessionError as exc:
-            return Record(raw, _version_of(raw), math.inf, damage=exc)
-        if found is not None:
-            return Record(found.payload, found.version, found.expires_at)
-        if frame.is_intact_v1_record(raw):
-            return Record(raw, _version_of(raw), st.st_mtime)
-        return Record(raw, _version_of(raw), math.inf)
+        return _record_of(raw, st.st_mtime)
 
     def load(self, key: str) -> Record | None:
         return self._find_live(self._place(key)[1], key)[1]
+
+    async def aload(self, key: str) -> Record | None:
+        # Reads are most of the traffic, and a hop to a worker thread costs far more than
+        # a read the kernel answers from its caches: so the read is tried on the event
+        # loop first, where it can never wait for the disk (see cachedio), and done in a
+        # thread only when it would have to.
+        try:
+            return self._load_cached(key)
+        except cachedio.NotCached:
+            return await self._run(self.load, key)
+
+    def _load_cached(self, key: str) -> Record | None:
+        """`load` from the kernel's caches only; `NotCached` for anything it cannot
+        answer so (a file or directory not cached, no record at the path, anything but
+        a regular file of at most `max_record_size`): the blocking `load` handles those."""
+        parent, path, _ = _locate(self.directory, self._stripes, key)
+        if parent not in self._trusted:
+            raise cachedio.NotCached  # judged once, by the blocking path
+        with self._errors(f"read the record of session {key_hash(key)}"):
+            try:
+                fd = cachedio.open_cached(path, filesafety.READ_FLAGS)
+            except OSError:
+                raise cachedio.NotCached from None  # missing, a link, ...: the slow path
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_size > self.max_record_size:
+                    raise cachedio.NotCached
+                raw = cachedio.read_cached(fd, st.st_size)
+            finally:
+                os.close(fd)
+        record = _record_of(raw, st.st_mtime)
+        return None if record.expires_at <= self._clock() else record
 
     # -- writing -----------------------------------------------------------------------
 
@@ -588,6 +612,19 @@ def _old_path(directory: str, key: str) -> str:
 def _version_of(raw: bytes) -> int:
     # What a file without an intact header is versioned by: 0.1 used this for every record.
     return frame.version_of(frame.digest_of(raw))
+
+
+def _record_of(raw: bytes, mtime: float) -> Record:
+    """The record a file's bytes hold (`mtime` is only the deadline of a 0.1 record)."""
+    try:
+        found = frame.read(raw)
+    except CorruptSessionError as exc:
+        return Record(raw, _version_of(raw), math.inf, damage=exc)
+    if found is not None:
+        return Record(found.payload, found.version, found.expires_at)
+    if frame.is_intact_v1_record(raw):
+        return Record(raw, _version_of(raw), mtime)
+    return Record(raw, _version_of(raw), math.inf)
 
 
 def _unread(found: os.stat_result, reason: CorruptReason, limit: int) -> Record:

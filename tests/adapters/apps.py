@@ -56,13 +56,19 @@ SecretKey = str | Sequence[str]
 
 
 class CountingFileStore(FileStore):
-    """A real `FileStore` that counts `load` calls (its async twin `aload` calls `load`)."""
+    """A real `FileStore` that counts its reads: `load`, and `aload`'s read from the
+    kernel's caches when it succeeds (when it cannot, `aload` calls `load`)."""
 
     loads = 0
 
     def load(self, key: str) -> Record | None:
         self.loads += 1
         return super().load(key)
+
+    def _load_cached(self, key: str) -> Record | None:
+        record = super()._load_cached(key)
+        self.loads += 1
+        return record
 
 
 class FlakyMemoryStore(MemoryStore):

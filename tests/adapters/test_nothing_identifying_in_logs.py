@@ -82,6 +82,10 @@ def fail_once(
     monkeypatch.setattr(os, name, call)
 
 
+def _names(fd: object, path: str) -> bool:
+    return isinstance(fd, int) and os.readlink(f"/proc/self/fd/{fd}") == path
+
+
 async def every_failure(
     client: AppClient,
     strict: AppClient,
@@ -107,7 +111,10 @@ async def every_failure(
         file.truncate(20)
     assert (await strict.get("/read", cookie=cookie_header(rejected.value))).status_code == 400
 
+    # The record cannot be read: whether through a blocking read (WSGI, or ASGI when the
+    # file is not cached) or through the page-cache read ASGI tries first (on its fd).
     fail_once(monkeypatch, "open", lambda p: str(p) == path_of(unreadable), errno.EIO)
+    fail_once(monkeypatch, "preadv", lambda fd: _names(fd, path_of(unreadable)), errno.EIO)
     assert (await client.get("/read", cookie=cookie_header(unreadable.value))).status_code == 503
     monkeypatch.undo()
     fail_once(monkeypatch, "replace", lambda p: unwritable.session_id in str(p), errno.ENOSPC)
