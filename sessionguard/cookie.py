@@ -9,7 +9,6 @@ cannot choose an id that the server would look up.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 import secrets
@@ -34,6 +33,8 @@ _SIGNED_RE = re.compile(r"([0-9a-f]{40})\.([A-Za-z0-9_-]{43})")
 # The signature is bound to this purpose so a key shared with other HMAC uses cannot mint ids.
 _SALT = b"sessionguard.cookie.v1|"
 _COOKIE_SEPARATORS = re.compile(r"[;,]")
+#: How many verified cookie values a `Signer` remembers (about 200 KB at most).
+_VERIFIED_MAX = 2048
 
 SameSite = Literal["lax", "strict", "none"]
 
@@ -105,6 +106,7 @@ class Signer:
                 "secret_key must be a non-empty string (or a list of them, newest first); "
                 "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
+        self._verified: dict[str, str] = {}
         self._keys = [
             key if isinstance(key, bytes) else (key if isinstance(key, str) else str(key)).encode()
             for key in keys
@@ -117,7 +119,7 @@ class Signer:
         return tuple(self._keys)
 
     def _signature(self, key: bytes, session_id: str) -> str:
-        mac = hmac.new(key, _SALT + session_id.encode(), hashlib.sha256).digest()
+        mac = hmac.digest(key, _SALT + session_id.encode(), "sha256")  # one call into C
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
     def sign(self, session_id: str) -> str:
@@ -130,12 +132,20 @@ class Signer:
 
     def unsign(self, value: str) -> str | None:
         """Return the id if `value` is well formed and signed by one of the keys, else `None`."""
+        known = self._verified.get(value)
+        if known is not None:
+            return known
         match = _SIGNED_RE.fullmatch(value) if len(value) < 128 else None
         if match is None:
             return None
         session_id, signature = match.groups()
         for key in self._keys:
             if hmac.compare_digest(self._signature(key, session_id), signature):
+                # Every request of a session verifies the same value: remember the answer.
+                # Only values that verified, so no client can fill this; and bounded.
+                if len(self._verified) >= _VERIFIED_MAX:
+                    self._verified.clear()
+                self._verified[value] = session_id
                 return session_id
         return None
 

@@ -54,6 +54,9 @@ def _load_syscall() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
 
 
 _syscall = _load_syscall()
+# The kernel only reads the struct: one per set of flags, made once.
+_hows: dict[int, _OpenHow] = {}
+_HOW_SIZE = ctypes.sizeof(_OpenHow)
 _available = _syscall is not None
 
 
@@ -66,8 +69,10 @@ def open_cached(path: str, flags: int) -> int:
     if not _available:
         raise NotCached
     assert _syscall is not None
-    how = _OpenHow(flags | os.O_CLOEXEC, 0, _RESOLVE_CACHED)
-    fd = int(_syscall(_SYS_OPENAT2, _AT_FDCWD, os.fsencode(path), how, ctypes.sizeof(how)))
+    how = _hows.get(flags)
+    if how is None:
+        how = _hows[flags] = _OpenHow(flags | os.O_CLOEXEC, 0, _RESOLVE_CACHED)
+    fd = int(_syscall(_SYS_OPENAT2, _AT_FDCWD, os.fsencode(path), how, _HOW_SIZE))
     if fd >= 0:
         return fd
     error = ctypes.get_errno()

@@ -306,18 +306,20 @@ class FileStore(ThreadedStore):
         parent, path, _ = _locate(self.directory, self._stripes, key)
         if parent not in self._trusted:
             raise cachedio.NotCached  # judged once, by the blocking path
-        with self._errors(f"read the record of session {key_hash(key)}"):
-            try:
-                fd = cachedio.open_cached(path, filesafety.READ_FLAGS)
-            except OSError:
-                raise cachedio.NotCached from None  # missing, a link, ...: the slow path
-            try:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode) or st.st_size > self.max_record_size:
-                    raise cachedio.NotCached
-                raw = cachedio.read_cached(fd, st.st_size)
-            finally:
-                os.close(fd)
+        try:
+            fd = cachedio.open_cached(path, filesafety.READ_FLAGS)
+        except OSError:
+            raise cachedio.NotCached from None  # missing, a link, ...: the slow path
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > self.max_record_size:
+                raise cachedio.NotCached
+            raw = cachedio.read_cached(fd, st.st_size)
+        except OSError as exc:  # an I/O error on an open file: not worth a second try
+            with self._errors(f"read the record of session {key_hash(key)}"):
+                raise exc from None
+        finally:
+            os.close(fd)
         record = _record_of(raw, st.st_mtime)
         return None if record.expires_at <= self._clock() else record
 
