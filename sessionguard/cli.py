@@ -34,10 +34,10 @@ from .errors import (
     StoreUnavailableError,
 )
 from .ops import key_hash
+from .quarantine import copy_aside
 from .scan import ScanReport, corrupt_reason
-from .stores.base import ScannableStore, Store, StoredRecord
+from .stores.base import ScannableStore, Store
 from .stores.file import FileStore
-from .stores.filesafety import make_private_dirs
 from .target import open_store, shown as _shown
 
 __all__ = ["main", "open_store"]
@@ -166,7 +166,9 @@ def _purge_corrupt(
         name = key_hash(found.key)
         try:
             if args.quarantine is not None:
-                _copy_aside(args.quarantine, f"{name}-{reason}-{int(time.time())}.bin", found)
+                copy_aside(
+                    args.quarantine, f"{name}-{reason}-{int(time.time())}.bin", found.record.payload
+                )
             # Compare-and-swap: a record a live request rewrote since the scan is kept.
             removed = store.delete(found.key, expected_version=found.record.version)
         except (StoreUnavailableError, OSError) as exc:
@@ -178,28 +180,6 @@ def _purge_corrupt(
         else:
             result.changed += 1
     progress.show("corrupt", 1, 1, f"{result.corrupt:,} removed", force=True)
-
-
-def _copy_aside(directory: str, file_name: str, found: StoredRecord) -> None:
-    """Write the record's bytes to `directory` and make them durable, before any delete."""
-    make_private_dirs(directory)
-    path = os.path.join(directory, file_name)
-    try:
-        # O_EXCL: never overwrite an earlier copy; a clash is the same record seen twice.
-        # O_NOFOLLOW: never write through a link someone planted at the name.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        return
-    try:
-        view = memoryview(found.record.payload)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except OSError:
-        os.unlink(path)
-        raise
-    finally:
-        os.close(fd)
 
 
 # -- migrate ---------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ The two drivers differ only in `op(store)` versus `await aop(store)`; everything
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, TypeVar, cast
 
@@ -15,8 +14,8 @@ import anyio.to_thread
 from .errors import ConflictError, SessionTooLargeError, StoreUnavailableError
 from .events import Event, EventBus, EventKind
 from .ops import Delete, Flow, Load, LoadLegacy, Op, Quarantine, Save, Touch, Update, key_hash
+from .quarantine import copy_aside
 from .stores.base import AsyncStore, SyncStore
-from .stores.filesafety import make_private_dirs
 
 __all__ = ["run_async", "run_sync"]
 
@@ -121,25 +120,10 @@ async def _aperform(op: Op, store: AsyncStore) -> Any:
 
 
 def _write_quarantine(op: Quarantine) -> None:
-    path = os.path.join(op.directory, op.file_name)
     try:
-        make_private_dirs(op.directory)
-        # O_EXCL: never overwrite an earlier copy; a clash is the same record seen twice.
-        # O_NOFOLLOW: never write through a link someone planted at the name.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        return
+        copy_aside(op.directory, op.file_name, op.record.payload)
     except OSError as exc:
         raise _quarantine_error(op, exc) from exc
-    try:
-        view = memoryview(op.record.payload)
-        while view:
-            view = view[os.write(fd, view) :]
-    except OSError as exc:
-        os.unlink(path)
-        raise _quarantine_error(op, exc) from exc
-    finally:
-        os.close(fd)
 
 
 def _quarantine_error(op: Quarantine, exc: OSError) -> StoreUnavailableError:

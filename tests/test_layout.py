@@ -35,6 +35,7 @@ LAYERS = {
     "legacy": 2,
     "metrics": 2,
     "prometheus": 3,
+    "quarantine": 2,
     "ops": 3,
     "target": 3,
     "core": 4,
