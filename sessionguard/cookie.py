@@ -19,6 +19,7 @@ from typing import Literal, Protocol
 from .errors import ConfigurationError
 
 __all__ = [
+    "DEFAULT_MAX_AGE",
     "CookieSettings",
     "SecretKey",
     "Signer",
@@ -33,6 +34,8 @@ _SIGNED_RE = re.compile(r"([0-9a-f]{40})\.([A-Za-z0-9_-]{43})")
 # The signature is bound to this purpose so a key shared with other HMAC uses cannot mint ids.
 _SALT = b"sessionguard.cookie.v1|"
 _COOKIE_SEPARATORS = re.compile(r"[;,]")
+#: A session's lifetime when nothing says otherwise: 14 days, Starlette's and Django's.
+DEFAULT_MAX_AGE = 14 * 24 * 60 * 60
 #: How many verified cookie values a `Signer` remembers (about 200 KB at most).
 _VERIFIED_MAX = 2048
 
@@ -155,7 +158,7 @@ class CookieSettings:
     """Cookie attributes, named as in Starlette's `SessionMiddleware`."""
 
     name: str = "session"
-    max_age: int | None = 14 * 24 * 60 * 60
+    max_age: int | None = DEFAULT_MAX_AGE
     path: str = "/"
     domain: str | None = None
     same_site: SameSite = "lax"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .codec import Envelope, Serializer, encode, record_keys
-from .cookie import CookieSettings, SecretKey, Signer, read_cookies
+from .cookie import DEFAULT_MAX_AGE, CookieSettings, SecretKey, Signer, read_cookies
 from .errors import (
     ConfigurationError,
     ConflictError,
@@ -101,7 +101,7 @@ class SessionCore:
             # still ends on the server after 14 idle days, and a max_age of 0 or less means
             # the session ends with the request (its record is stored already expired).
             max_age = cookie.max_age
-            idle_timeout = 14 * 24 * 60 * 60 if max_age is None else max(max_age, 0)
+            idle_timeout = DEFAULT_MAX_AGE if max_age is None else max(max_age, 0)
         self.idle_timeout = idle_timeout
         # None: no cap on a session's age (Django's engines have none).
         self.absolute_timeout = absolute_timeout

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TypedDict, Unpack
 
 from .codec import Serializer
-from .cookie import CookieSettings, SameSite, SecretKey
+from .cookie import DEFAULT_MAX_AGE, CookieSettings, SameSite, SecretKey
 from .core import SessionCore, UnsignedRecords
 from .errors import ConfigurationError
 from .events import Hook
@@ -60,7 +60,7 @@ def build_core(secret_key: SecretKey, **options: Unpack[SessionOptions]) -> Sess
         )
     cookie = CookieSettings(
         name=options.get("session_cookie", "session"),
-        max_age=options.get("max_age", 14 * 24 * 60 * 60),
+        max_age=options.get("max_age", DEFAULT_MAX_AGE),
         path=options.get("path", "/"),
         domain=options.get("domain"),
         same_site=options.get("same_site", "lax"),
