@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from .codec import Envelope, Serializer, encode, record_keys
@@ -27,7 +27,18 @@ from .errors import (
 )
 from .events import Event, EventBus, EventKind, Hook
 from .legacy import LegacyCookie, legacy_key
-from .ops import Delete, Flow, Load, LoadLegacy, Quarantine, Save, Touch, Update, key_hash
+from .ops import (
+    Delete,
+    Flow,
+    Load,
+    LoadLegacy,
+    Quarantine,
+    Save,
+    Touch,
+    Update,
+    Updated,
+    key_hash,
+)
 from .policy import CorruptionEvent, CorruptionPolicy, ErrorResponse
 from .record import decode_record
 from .session import Loaded, Session
@@ -244,8 +255,8 @@ class SessionCore:
             record.version if record is not None else None,
             Write(self._payload({}, now, moved_to=session.id), now + legacy.max_age),
         )
-        yield Update(key, claim)
-        if not claim.won:
+        claimed: Updated[bool] = yield Update(key, claim)
+        if not claimed.found:
             # Adopted, or changed, by a concurrent request with the same old cookie.
             self._emit(EventKind.ADOPT_REFUSED, key)
             return session
@@ -523,24 +534,26 @@ class SessionCore:
             # new id's version may equal the old one's by chance (per-key counters).
             expected = (loaded.version, unchanged) if key == loaded.key else None
             merge = _Merge(self, session, loaded.created_at, lifetime, expected)
-            version = yield Update(key, merge)
-            if merge.merged:
+            updated: Updated[_Merged] = yield Update(key, merge)
+            version, merged = updated.version, updated.found
+            if merged.data is not None:
                 self._emit(EventKind.MERGE, key)
-            if merge.rotated:
+            if merged.rotated:
                 raise _Rotated
             if version is not None:
-                if merge.is_empty:
+                if merged.emptied:
                     return Saved(self.cookie.clear_header() if key == loaded.key else None)
-                stored = Loaded(key, version, merge.created_at, merge.expires_at)
+                stored = Loaded(key, version, merged.created_at, merged.expires_at)
                 if key != loaded.key:
                     # Merged into the regenerated session; its cookie is already out, and
                     # must never be sent to a request that came with the old id.
-                    return Saved(None, stored, merge.data, forwarded=True)
-                return Saved(self.cookie.set_header(self.signer.sign(key)), stored, merge.data)
-            if merge.moved_to is None:
+                    return Saved(None, stored, merged.data, forwarded=True)
+                cookie = self.cookie.set_header(self.signer.sign(key))
+                return Saved(cookie, stored, merged.data)
+            if merged.moved_to is None:
                 # Deleted meanwhile (logout, expiry): never bring it back.
                 return Saved(self.cookie.clear_header() if key == loaded.key else None)
-            key = merge.moved_to
+            key = merged.moved_to
         raise ConflictError(
             f"gave up saving session {key_hash(loaded.key)}: it was regenerated "
             f"{self.max_attempts} times while this request ran"
@@ -578,22 +591,24 @@ class SessionCore:
         carry = session.carry_in_flight
         pointer = self._payload(_CARRY_MARK if carry else {}, now, moved_to=new_key)
         # The pointer's deadline is fixed here: nothing refreshes a pointer (see _refresh).
-        move = _Move(self, pointer, now + self.regenerate_grace)
-        yield Update(loaded.key, move)
-        if move.gone:
+        moved: Updated[_Moved] = yield Update(
+            loaded.key, _Move(self, pointer, now + self.regenerate_grace)
+        )
+        old = moved.found
+        if old.gone:
             # Logged out concurrently: logout wins, the new copy goes too.
             yield Delete(new_key)
             return Saved(self.cookie.clear_header())
         cookie = self.cookie.set_header(self.signer.sign(new_key))
         stored = Loaded(new_key, new_version, created_at, expires_at)
-        if carry and move.newest is not None and move.version != loaded.version:
+        if carry and old.data is not None and old.version != loaded.version:
             # A concurrent save landed on the old id first: carry it over, our changes on top.
-            carried = _Carry(self, session, move.newest, first, created_at, lifetime)
-            version = yield Update(new_key, carried)
-            if version is None:
+            carry_over = _Carry(self, session, old.data, first, created_at, lifetime)
+            carried: Updated[_Carried | None] = yield Update(new_key, carry_over)
+            if carried.version is None or carried.found is None:
                 return Saved(cookie)  # the new session was deleted meanwhile
-            stored = Loaded(new_key, version, created_at, carried.expires_at)
-            return Saved(cookie, stored, carried.data)
+            stored = Loaded(new_key, carried.version, created_at, carried.found.expires_at)
+            return Saved(cookie, stored, carried.found.data)
         # (If another request regenerated concurrently, both new sessions stay valid.)
         return Saved(cookie, stored)
 
@@ -607,71 +622,61 @@ class _Rotated(Exception):
     """A save met a forward pointer that does not carry in-flight writes: refuse it."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Merged:
+    """What a save's `_Merge` found in the newest record, and what it wrote."""
+
+    #: The merged data written (`None`: the session's own data was, unmerged).
+    data: dict[str, Any] | None = None
+    created_at: float = 0.0
+    expires_at: float = 0.0
+    #: The record is a forward pointer that carries in-flight writes to this id.
+    moved_to: str | None = None
+    #: The record is a forward pointer that refuses in-flight writes.
+    rotated: bool = False
+    #: The merge left nothing, so the record was deleted.
+    emptied: bool = False
+
+
+@dataclass(frozen=True)
 class _Merge:
-    """The `update` callback of a save: the newest record with this request's changes.
+    """The `update` decision of a save: the newest record with this request's changes.
 
     `unchanged` is (version, write): if the record still has that version, there is
-    nothing to merge and `write` is stored as it is. Pure apart from remembering what it
-    saw, since a store may call it more than once.
+    nothing to merge and `write` is stored as it is. A pure function of the record.
     """
 
-    def __init__(
-        self,
-        core: SessionCore,
-        session: Session,
-        created_at: float,
-        lifetime: float | None,
-        unchanged: tuple[int, Write] | None,
-    ) -> None:
-        self._core = core
-        self._session = session
-        self._created_at = created_at  # stands in for that of an unreadable record
-        self._lifetime = lifetime
-        self._unchanged = unchanged
-        self.moved_to: str | None = None
-        self.rotated = False  # met a pointer that refuses in-flight writes
-        self.is_empty = False
-        self.merged = False  # a concurrent save was merged with
-        # What was written: the merged data (None when it is the session's own), its
-        # creation time and deadline.
-        self.data: dict[str, Any] | None = None
-        self.created_at = created_at
-        self.expires_at = 0.0
+    core: SessionCore
+    session: Session
+    created_at: float  # stands in for that of an unreadable record
+    lifetime: float | None
+    unchanged: tuple[int, Write] | None
 
-    def __call__(self, record: Record | None) -> Write | None:
-        self.moved_to = None
-        self.rotated = False
-        self.merged = False
-        self.data = None
-        self.created_at = self._created_at
+    def __call__(self, record: Record | None) -> tuple[Write | None, _Merged]:
         if record is None:
-            return None
-        if self._unchanged is not None and record.version == self._unchanged[0]:
-            write = self._unchanged[1]
-            self.is_empty = write.payload is None
-            self.expires_at = write.expires_at
-            return write
+            return None, _Merged()
+        if self.unchanged is not None and record.version == self.unchanged[0]:
+            write = self.unchanged[1]
+            found = _Merged(None, self.created_at, write.expires_at)
+            return write, replace(found, emptied=write.payload is None)
         try:
-            envelope = self._core._decode(record)
+            envelope = self.core._decode(record)
         except CorruptSessionError as exc:
             # The newest copy is unreadable; this request's changes start it over.
             logger.warning("replacing corrupt session record during merge: %s", exc.reason)
-            envelope = Envelope({}, self._created_at)
+            envelope = Envelope({}, self.created_at)
         if envelope.moved_to is not None:
             if envelope.data == _CARRY_MARK:
-                self.moved_to = envelope.moved_to
-            else:
-                self.rotated = True
-            return None
-        data = self._session.apply_changes(envelope.data)
-        self.merged = True
-        self.is_empty = not data and not self._core.keep_empty
-        if self.is_empty:
-            return Write(None)  # an emptied session is deleted, as a new empty one is never stored
-        self.data = data
-        self.created_at = envelope.created_at
-        self.expires_at = self._core._expiry(self.created_at, self._lifetime)
-        return Write(self._core._payload(data, self.created_at), self.expires_at)
+                return None, _Merged(moved_to=envelope.moved_to)
+            return None, _Merged(rotated=True)
+        data = self.session.apply_changes(envelope.data)
+        if not data and not self.core.keep_empty:
+            # An emptied session is deleted, as a new empty one is never stored.
+            return Write(None), _Merged(data, emptied=True)
+        created_at = envelope.created_at
+        expires_at = self.core._expiry(created_at, self.lifetime)
+        write = Write(self.core._payload(data, created_at), expires_at)
+        return write, _Merged(data, created_at, expires_at)
 
 
 def _migrated_data(
@@ -690,90 +695,86 @@ def _migrated_data(
     return envelope.data, False
 
 
+@dataclass(frozen=True)
 class _Claim:
-    """The `update` callback of an adoption: replace exactly the record that was read (or
+    """The `update` decision of an adoption: replace exactly the record that was read (or
     the absence of one) with the adoption marker; anything else means another request
-    got there first."""
+    got there first. Finds whether the claim was won."""
 
-    def __init__(self, version: int | None, marker: Write) -> None:
-        self._version = version
-        self._marker = marker
-        self.won = False
+    version: int | None
+    marker: Write
 
-    def __call__(self, record: Record | None) -> Write | None:
-        self.won = (record.version if record is not None else None) == self._version
-        return self._marker if self.won else None
+    def __call__(self, record: Record | None) -> tuple[Write | None, bool]:
+        won = (record.version if record is not None else None) == self.version
+        return (self.marker if won else None), won
 
 
+@dataclass(frozen=True, slots=True)
+class _Moved:
+    """What the old id held when a regenerate turned it into a pointer."""
+
+    gone: bool = False  # nothing: logged out meanwhile, so no pointer was written
+    data: dict[str, Any] | None = None  # its data (None: another pointer, left alone)
+    version: int | None = None
+
+
+@dataclass(frozen=True)
 class _Move:
-    """The `update` callback that turns the old id into a forward pointer.
+    """The `update` decision that turns the old id into a forward pointer."""
 
-    Remembers what it replaced: nothing (`gone`: logged out meanwhile, so no pointer is
-    written), another pointer (regenerated concurrently: left alone), or data.
-    """
+    core: SessionCore
+    pointer: bytes
+    expires_at: float
 
-    def __init__(self, core: SessionCore, pointer: bytes, expires_at: float) -> None:
-        self._core = core
-        self._pointer = pointer
-        self._expires_at = expires_at
-        self.gone = False
-        self.newest: dict[str, Any] | None = None
-        self.version: int | None = None
-
-    def __call__(self, record: Record | None) -> Write | None:
-        self.gone, self.newest, self.version = record is None, None, None
+    def __call__(self, record: Record | None) -> tuple[Write | None, _Moved]:
         if record is None:
-            return None
+            return None, _Moved(gone=True)
         try:
-            envelope: Envelope | None = self._core._decode(record)
+            envelope: Envelope | None = self.core._decode(record)
         except CorruptSessionError:
             envelope = None  # unreadable: nothing to carry over
         if envelope is not None and envelope.moved_to is not None:
-            return None
-        self.newest = envelope.data if envelope is not None else {}
-        self.version = record.version
-        return Write(self._pointer, self._expires_at)
+            return None, _Moved()  # regenerated concurrently: both new sessions stay valid
+        data = envelope.data if envelope is not None else {}
+        return Write(self.pointer, self.expires_at), _Moved(False, data, record.version)
 
 
+@dataclass(frozen=True, slots=True)
+class _Carried:
+    """What `_Carry` wrote into the new id."""
+
+    data: dict[str, Any]
+    expires_at: float
+
+
+@dataclass(frozen=True)
 class _Carry:
-    """The `update` callback that brings a concurrent save on the old id into the new one.
+    """The `update` decision that brings a concurrent save on the old id into the new one.
 
     The new record is the old id's last data with this request's changes on top, plus
     whatever requests that followed the pointer changed in the new record meanwhile.
     """
 
-    def __init__(
-        self,
-        core: SessionCore,
-        session: Session,
-        newest_old: dict[str, Any],
-        first: dict[str, Any],
-        created_at: float,
-        lifetime: float | None,
-    ) -> None:
-        self._core = core
-        self._session = session
-        self._newest_old = newest_old
-        self._first = first  # what the regenerate wrote to the new id
-        self._created_at = created_at
-        self._lifetime = lifetime
-        self.data: dict[str, Any] | None = None  # what was written
-        self.expires_at = 0.0
+    core: SessionCore
+    session: Session
+    newest_old: dict[str, Any]
+    first: dict[str, Any]  # what the regenerate wrote to the new id
+    created_at: float
+    lifetime: float | None
 
-    def __call__(self, record: Record | None) -> Write | None:
-        self.data = None
+    def __call__(self, record: Record | None) -> tuple[Write | None, _Carried | None]:
         if record is None:
-            return None  # the new session was deleted meanwhile: leave it so
-        data = self._session.apply_changes(self._newest_old)
+            return None, None  # the new session was deleted meanwhile: leave it so
+        data = self.session.apply_changes(self.newest_old)
         try:
-            current = self._core._decode(record).data
+            current = self.core._decode(record).data
         except CorruptSessionError:
-            current = self._first
+            current = self.first
         for key, value in current.items():
-            if key not in self._first or self._first[key] != value:
+            if key not in self.first or self.first[key] != value:
                 data[key] = value  # changed by a request that followed the pointer
-        for key in self._first.keys() - current.keys():
+        for key in self.first.keys() - current.keys():
             data.pop(key, None)  # deleted by one
-        self.data = data
-        self.expires_at = self._core._expiry(self._created_at, self._lifetime)
-        return Write(self._core._payload(data, self._created_at), self.expires_at)
+        expires_at = self.core._expiry(self.created_at, self.lifetime)
+        write = Write(self.core._payload(data, self.created_at), expires_at)
+        return write, _Carried(data, expires_at)

@@ -7,15 +7,29 @@ The two drivers differ only in `op(store)` versus `await aop(store)`; everything
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import anyio.to_thread
 
 from .errors import ConflictError, SessionTooLargeError, StoreUnavailableError
 from .events import Event, EventBus, EventKind
-from .ops import Delete, Flow, Load, LoadLegacy, Op, Quarantine, Save, Touch, Update, key_hash
+from .ops import (
+    Decide,
+    Delete,
+    Flow,
+    Load,
+    LoadLegacy,
+    Op,
+    Quarantine,
+    Save,
+    Touch,
+    Update,
+    Updated,
+    key_hash,
+)
 from .quarantine import copy_aside
-from .stores.base import AsyncStore, SyncStore
+from .stores.base import AsyncStore, Record, SyncStore, Updater, Write
 
 __all__ = ["run_async", "run_sync"]
 
@@ -91,8 +105,9 @@ def _perform(op: Op, store: SyncStore) -> Any:
             return store.delete(key, expected_version=expected)
         case Touch(key, expires_at, expected):
             return store.touch(key, expires_at, expected_version=expected)
-        case Update(key, updater):
-            return store.update(key, updater)
+        case Update(key, decide):
+            updater, found = _recording(decide)
+            return Updated(store.update(key, updater), found())
         case Quarantine():
             _write_quarantine(op)
             return store.delete(op.key, expected_version=op.record.version)
@@ -110,13 +125,32 @@ async def _aperform(op: Op, store: AsyncStore) -> Any:
             return await store.adelete(key, expected_version=expected)
         case Touch(key, expires_at, expected):
             return await store.atouch(key, expires_at, expected_version=expected)
-        case Update(key, updater):
-            return await store.aupdate(key, updater)
+        case Update(key, decide):
+            updater, found = _recording(decide)
+            return Updated(await store.aupdate(key, updater), found())
         case Quarantine():
             await anyio.to_thread.run_sync(_write_quarantine, op)
             return await store.adelete(op.key, expected_version=op.record.version)
         case LoadLegacy(source, legacy_id):
             return await anyio.to_thread.run_sync(source.load, legacy_id)
+
+
+def _recording(decide: Decide[Any]) -> tuple[Updater, Callable[[], Any]]:
+    """`decide` as the store's `Updater`, and a way to get what it found the last time the
+    store called it: the one place where an update's findings are kept."""
+    last: list[Any] = []
+
+    def updater(record: Record | None) -> Write | None:
+        write, found = decide(record)
+        last[:] = [found]
+        return write
+
+    def found() -> Any:
+        if not last:  # pragma: no cover - every store calls the updater at least once
+            raise RuntimeError("the store never called the update's updater")
+        return last[0]
+
+    return updater, found
 
 
 def _write_quarantine(op: Quarantine) -> None:

@@ -6,12 +6,12 @@ and sends the result back into the flow.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .legacy import LegacySource
-from .stores.base import Record, Updater, key_hash
+from .stores.base import Record, Write, key_hash
 
 __all__ = [
     "Delete",
@@ -23,10 +23,16 @@ __all__ = [
     "Save",
     "Touch",
     "Update",
+    "Updated",
     "key_hash",
 ]
 
 _T = TypeVar("_T")
+_O = TypeVar("_O")
+
+#: A pure function of the newest record (or `None`): what to store in its place (or
+#: `None` to store nothing), and what it found, for the flow to act on.
+Decide = Callable[[Record | None], tuple[Write | None, _O]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +55,23 @@ class Delete:
 
 
 @dataclass(frozen=True, slots=True)
-class Update:
-    """Atomically replace the record with what `updater` makes of the newest one."""
+class Update(Generic[_O]):
+    """Atomically replace the record with what `decide` makes of the newest one.
+
+    The flow gets back an `Updated`: the new version, and what `decide` found in the
+    record it was last shown (a store may show it more than one, retrying).
+    """
 
     key: str
-    updater: Updater
+    decide: Decide[_O]
+
+
+@dataclass(frozen=True, slots=True)
+class Updated(Generic[_O]):
+    """What an `Update` did: `version` as `Store.update` returns it, and `found`."""
+
+    version: int | None
+    found: _O
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,5 +99,5 @@ class Quarantine:
     key: str
 
 
-Op = Load | Save | Delete | Touch | Update | Quarantine | LoadLegacy
+Op = Load | Save | Delete | Touch | Update[Any] | Quarantine | LoadLegacy
 Flow = Generator[Op, Any, _T]
