@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from .codec import Envelope, Serializer, encode, record_keys
 from .cookie import DEFAULT_MAX_AGE, CookieSettings, SecretKey, Signer, read_cookies
+from .decisions import CARRY_MARK, Carried, Carry, Claim, Merge, Merged, Move, Moved
 from .errors import (
     ConfigurationError,
     ConflictError,
@@ -194,7 +195,7 @@ class SessionCore:
             self._emit(EventKind.EXPIRED, key, "missing")  # idle-expired, purged or logged out
             return self._fresh(read_only, stale_cookie=True)
         try:
-            envelope = self._decode(record)
+            envelope = self.decode_record(record)
         except CorruptSessionError as exc:
             return (yield from self._corrupt(key, record, exc, read_only))
         if envelope.moved_to is not None:
@@ -251,9 +252,9 @@ class SessionCore:
             return self.session_class(data, read_only=True)
         session = self._legacy_session(legacy, read_only)
         now = self.clock()
-        claim = _Claim(
+        claim = Claim(
             record.version if record is not None else None,
-            Write(self._payload({}, now, moved_to=session.id), now + legacy.max_age),
+            Write(self.payload({}, now, moved_to=session.id), now + legacy.max_age),
         )
         claimed: Updated[bool] = yield Update(key, claim)
         if not claimed.found:
@@ -324,7 +325,7 @@ class SessionCore:
         if record is None:
             return False
         try:
-            return self._decode(record).moved_to is None
+            return self.decode_record(record).moved_to is None
         except CorruptSessionError:
             return True
 
@@ -452,10 +453,11 @@ class SessionCore:
             return (yield from self._update(session, loaded, lifetime))
         return (yield from self._refresh(loaded, lifetime))
 
-    def _decode(self, record: Record) -> Envelope:
+    def decode_record(self, record: Record) -> Envelope:
+        """The envelope a stored record holds, checked with this core's keys."""
         return decode_record(record, keys=self.record_keys, accept_unsigned=self.accept_unsigned)
 
-    def _expiry(self, created_at: float, lifetime: float | None) -> float:
+    def deadline(self, created_at: float, lifetime: float | None) -> float:
         """The deadline of a record written now: `lifetime` (else the idle timeout) from
         now, but never past the absolute timeout."""
         deadline = self.clock() + (self.idle_timeout if lifetime is None else lifetime)
@@ -463,9 +465,10 @@ class SessionCore:
             return deadline
         return min(deadline, created_at + self.absolute_timeout)
 
-    def _payload(
+    def payload(
         self, data: dict[str, Any], created_at: float, moved_to: str | None = None
     ) -> bytes:
+        """The stored bytes of `data`; `SessionTooLargeError` over `max_size`."""
         payload = encode(
             Envelope(data, created_at, moved_to), self.serializer, key=self.record_keys[0]
         )
@@ -484,8 +487,8 @@ class SessionCore:
             stale = session.stale_cookie or session.invalidated
             return Saved(self.cookie.clear_header() if stale else None)
         now = self.clock()
-        payload = self._payload(dict(session), now)
-        expires_at = self._expiry(now, lifetime)
+        payload = self.payload(dict(session), now)
+        expires_at = self.deadline(now, lifetime)
         version = yield Save(session.id, payload, expires_at, ABSENT)
         if version is None:  # pragma: no cover - a 160-bit random id that already exists
             raise ConflictError("a freshly generated session id already exists in the store")
@@ -494,7 +497,7 @@ class SessionCore:
 
     def _refresh(self, loaded: Loaded, lifetime: float | None) -> Flow[Saved]:
         """Slide the idle deadline of a session this request only read."""
-        expires_at = self._expiry(loaded.created_at, lifetime)
+        expires_at = self.deadline(loaded.created_at, lifetime)
         # Skip the write unless it moves the deadline noticeably (at most once a minute).
         if not self.save_every_request and expires_at - loaded.expires_at < min(
             60, self.idle_timeout / 100
@@ -526,15 +529,15 @@ class SessionCore:
         # outside the store's lock.
         data = dict(session)
         unchanged = Write(
-            self._payload(data, loaded.created_at) if data or self.keep_empty else None,
-            self._expiry(loaded.created_at, lifetime),
+            self.payload(data, loaded.created_at) if data or self.keep_empty else None,
+            self.deadline(loaded.created_at, lifetime),
         )
         for _ in range(self.max_attempts):  # bounds the pointers followed
             # Versions are only comparable within one key: after following a pointer, the
             # new id's version may equal the old one's by chance (per-key counters).
             expected = (loaded.version, unchanged) if key == loaded.key else None
-            merge = _Merge(self, session, loaded.created_at, lifetime, expected)
-            updated: Updated[_Merged] = yield Update(key, merge)
+            merge = Merge(self, session, loaded.created_at, lifetime, expected)
+            updated: Updated[Merged] = yield Update(key, merge)
             version, merged = updated.version, updated.found
             if merged.data is not None:
                 self._emit(EventKind.MERGE, key)
@@ -564,8 +567,8 @@ class SessionCore:
         if not session and not self.keep_empty:
             yield Delete(loaded.key)
             return Saved(self.cookie.clear_header())
-        payload = self._payload(dict(session), loaded.created_at)
-        expires_at = self._expiry(loaded.created_at, lifetime)
+        payload = self.payload(dict(session), loaded.created_at)
+        expires_at = self.deadline(loaded.created_at, lifetime)
         version = yield Save(loaded.key, payload, expires_at, None)
         stored = Loaded(loaded.key, version, loaded.created_at, expires_at)
         return Saved(self.cookie.set_header(self.signer.sign(loaded.key)), stored)
@@ -582,17 +585,17 @@ class SessionCore:
         """
         new_key, created_at = session.id, loaded.created_at
         first = dict(session)
-        payload = self._payload(first, created_at)
-        expires_at = self._expiry(created_at, lifetime)
+        payload = self.payload(first, created_at)
+        expires_at = self.deadline(created_at, lifetime)
         new_version = yield Save(new_key, payload, expires_at, ABSENT)
         if new_version is None:  # pragma: no cover - see _create
             raise ConflictError("a freshly generated session id already exists in the store")
         now = self.clock()
         carry = session.carry_in_flight
-        pointer = self._payload(_CARRY_MARK if carry else {}, now, moved_to=new_key)
+        pointer = self.payload(CARRY_MARK if carry else {}, now, moved_to=new_key)
         # The pointer's deadline is fixed here: nothing refreshes a pointer (see _refresh).
-        moved: Updated[_Moved] = yield Update(
-            loaded.key, _Move(self, pointer, now + self.regenerate_grace)
+        moved: Updated[Moved] = yield Update(
+            loaded.key, Move(self, pointer, now + self.regenerate_grace)
         )
         old = moved.found
         if old.gone:
@@ -603,8 +606,8 @@ class SessionCore:
         stored = Loaded(new_key, new_version, created_at, expires_at)
         if carry and old.data is not None and old.version != loaded.version:
             # A concurrent save landed on the old id first: carry it over, our changes on top.
-            carry_over = _Carry(self, session, old.data, first, created_at, lifetime)
-            carried: Updated[_Carried | None] = yield Update(new_key, carry_over)
+            carry_over = Carry(self, session, old.data, first, created_at, lifetime)
+            carried: Updated[Carried | None] = yield Update(new_key, carry_over)
             if carried.version is None or carried.found is None:
                 return Saved(cookie)  # the new session was deleted meanwhile
             stored = Loaded(new_key, carried.version, created_at, carried.found.expires_at)
@@ -613,70 +616,8 @@ class SessionCore:
         return Saved(cookie, stored)
 
 
-#: The data of a forward pointer that lets in-flight requests merge into the new session
-#: (`regenerate(carry_in_flight=True)`); a pointer carries no session data otherwise.
-_CARRY_MARK = {"carry_in_flight": True}
-
-
 class _Rotated(Exception):
     """A save met a forward pointer that does not carry in-flight writes: refuse it."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Merged:
-    """What a save's `_Merge` found in the newest record, and what it wrote."""
-
-    #: The merged data written (`None`: the session's own data was, unmerged).
-    data: dict[str, Any] | None = None
-    created_at: float = 0.0
-    expires_at: float = 0.0
-    #: The record is a forward pointer that carries in-flight writes to this id.
-    moved_to: str | None = None
-    #: The record is a forward pointer that refuses in-flight writes.
-    rotated: bool = False
-    #: The merge left nothing, so the record was deleted.
-    emptied: bool = False
-
-
-@dataclass(frozen=True)
-class _Merge:
-    """The `update` decision of a save: the newest record with this request's changes.
-
-    `unchanged` is (version, write): if the record still has that version, there is
-    nothing to merge and `write` is stored as it is. A pure function of the record.
-    """
-
-    core: SessionCore
-    session: Session
-    created_at: float  # stands in for that of an unreadable record
-    lifetime: float | None
-    unchanged: tuple[int, Write] | None
-
-    def __call__(self, record: Record | None) -> tuple[Write | None, _Merged]:
-        if record is None:
-            return None, _Merged()
-        if self.unchanged is not None and record.version == self.unchanged[0]:
-            write = self.unchanged[1]
-            found = _Merged(None, self.created_at, write.expires_at)
-            return write, replace(found, emptied=write.payload is None)
-        try:
-            envelope = self.core._decode(record)
-        except CorruptSessionError as exc:
-            # The newest copy is unreadable; this request's changes start it over.
-            logger.warning("replacing corrupt session record during merge: %s", exc.reason)
-            envelope = Envelope({}, self.created_at)
-        if envelope.moved_to is not None:
-            if envelope.data == _CARRY_MARK:
-                return None, _Merged(moved_to=envelope.moved_to)
-            return None, _Merged(rotated=True)
-        data = self.session.apply_changes(envelope.data)
-        if not data and not self.core.keep_empty:
-            # An emptied session is deleted, as a new empty one is never stored.
-            return Write(None), _Merged(data, emptied=True)
-        created_at = envelope.created_at
-        expires_at = self.core._expiry(created_at, self.lifetime)
-        write = Write(self.core._payload(data, created_at), expires_at)
-        return write, _Merged(data, created_at, expires_at)
 
 
 def _migrated_data(
@@ -686,95 +627,10 @@ def _migrated_data(
     if record is None:
         return None, False
     try:
-        envelope = core._decode(record)
+        envelope = core.decode_record(record)
     except CorruptSessionError as exc:
         logger.warning("migrated session %s is corrupt: %s", key_hash(key), exc.reason)
         return None, False
     if envelope.moved_to is not None:
         return None, True
     return envelope.data, False
-
-
-@dataclass(frozen=True)
-class _Claim:
-    """The `update` decision of an adoption: replace exactly the record that was read (or
-    the absence of one) with the adoption marker; anything else means another request
-    got there first. Finds whether the claim was won."""
-
-    version: int | None
-    marker: Write
-
-    def __call__(self, record: Record | None) -> tuple[Write | None, bool]:
-        won = (record.version if record is not None else None) == self.version
-        return (self.marker if won else None), won
-
-
-@dataclass(frozen=True, slots=True)
-class _Moved:
-    """What the old id held when a regenerate turned it into a pointer."""
-
-    gone: bool = False  # nothing: logged out meanwhile, so no pointer was written
-    data: dict[str, Any] | None = None  # its data (None: another pointer, left alone)
-    version: int | None = None
-
-
-@dataclass(frozen=True)
-class _Move:
-    """The `update` decision that turns the old id into a forward pointer."""
-
-    core: SessionCore
-    pointer: bytes
-    expires_at: float
-
-    def __call__(self, record: Record | None) -> tuple[Write | None, _Moved]:
-        if record is None:
-            return None, _Moved(gone=True)
-        try:
-            envelope: Envelope | None = self.core._decode(record)
-        except CorruptSessionError:
-            envelope = None  # unreadable: nothing to carry over
-        if envelope is not None and envelope.moved_to is not None:
-            return None, _Moved()  # regenerated concurrently: both new sessions stay valid
-        data = envelope.data if envelope is not None else {}
-        return Write(self.pointer, self.expires_at), _Moved(False, data, record.version)
-
-
-@dataclass(frozen=True, slots=True)
-class _Carried:
-    """What `_Carry` wrote into the new id."""
-
-    data: dict[str, Any]
-    expires_at: float
-
-
-@dataclass(frozen=True)
-class _Carry:
-    """The `update` decision that brings a concurrent save on the old id into the new one.
-
-    The new record is the old id's last data with this request's changes on top, plus
-    whatever requests that followed the pointer changed in the new record meanwhile.
-    """
-
-    core: SessionCore
-    session: Session
-    newest_old: dict[str, Any]
-    first: dict[str, Any]  # what the regenerate wrote to the new id
-    created_at: float
-    lifetime: float | None
-
-    def __call__(self, record: Record | None) -> tuple[Write | None, _Carried | None]:
-        if record is None:
-            return None, None  # the new session was deleted meanwhile: leave it so
-        data = self.session.apply_changes(self.newest_old)
-        try:
-            current = self.core._decode(record).data
-        except CorruptSessionError:
-            current = self.first
-        for key, value in current.items():
-            if key not in self.first or self.first[key] != value:
-                data[key] = value  # changed by a request that followed the pointer
-        for key in self.first.keys() - current.keys():
-            data.pop(key, None)  # deleted by one
-        expires_at = self.core._expiry(self.created_at, self.lifetime)
-        write = Write(self.core._payload(data, self.created_at), expires_at)
-        return write, _Carried(data, expires_at)

@@ -38,6 +38,7 @@ LAYERS = {
     "quarantine": 2,
     "ops": 3,
     "target": 3,
+    "decisions": 3,
     "core": 4,
     "driver": 4,
     "options": 5,
