@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from .codec import Envelope, Serializer, encode, record_keys
 from .cookie import DEFAULT_MAX_AGE, CookieSettings, SecretKey, Signer, read_cookies
-from .decisions import CARRY_MARK, Carried, Carry, Claim, Merge, Merged, Move, Moved
+from .decisions import CARRY_MARK, Carried, Carry, Merge, Merged, Move, Moved
 from .errors import (
     ConfigurationError,
     ConflictError,
@@ -27,12 +27,10 @@ from .errors import (
     StoreUnavailableError,
 )
 from .events import Event, EventBus, EventKind, Hook
-from .legacy import LegacyCookie, legacy_key
 from .ops import (
     Delete,
     Flow,
     Load,
-    LoadLegacy,
     Quarantine,
     Save,
     Touch,
@@ -88,7 +86,6 @@ class SessionCore:
         max_attempts: int = 8,
         regenerate_grace: int = 30,
         hooks: Sequence[Hook] = (),
-        legacy: LegacyCookie | None = None,
         max_size: int = 64 * 1024,
         unsigned_records: UnsignedRecords = "accept",
         keep_empty: bool = False,
@@ -133,7 +130,6 @@ class SessionCore:
         self.max_attempts = max_attempts
         self.regenerate_grace = regenerate_grace
         self.events = EventBus(hooks)
-        self.legacy = legacy
         self.clock = clock
         # What `open` hands the app: a `Session`, or a subclass an integration needs (the
         # Flask interface's adds Flask's `SessionMixin`).
@@ -174,10 +170,6 @@ class SessionCore:
         # Several values when a sibling subdomain or another path set one too: the first
         # that verifies is ours, and the others are never looked up or cleared.
         key = next((k for v in values if (k := self.signer.unsign(v)) is not None), None)
-        if key is None and self.legacy is not None:
-            legacy_id = self._legacy_id(cookie_header, values)
-            if legacy_id is not None:
-                return (yield from self._adopt(self.legacy, legacy_id, read_only))
         if not values:
             return self.session_class(read_only=read_only)
         if key is None:
@@ -210,75 +202,6 @@ class SessionCore:
             return self._fresh(read_only, stale_cookie=True)
         loaded = Loaded(key, record.version, envelope.created_at, record.expires_at)
         return self.session_class(envelope.data, loaded=loaded, read_only=read_only)
-
-    def _legacy_id(self, cookie_header: str | None, values: list[str]) -> str | None:
-        """The old backend's id in this request, if it carries one and none of ours."""
-        assert self.legacy is not None
-        if self.legacy.name == self.cookie.name:
-            # Flask-Session and sessionguard both say "session": a value that is not in our
-            # signed format is the old backend's. One that is, but did not verify, is a
-            # forgery of ours and never reaches any store.
-            candidates = [v for v in values if not self.signer.is_signed_format(v)]
-        elif values:
-            return None  # a cookie of ours that did not verify: rejected, not adopted
-        else:
-            candidates = read_cookies(cookie_header, self.legacy.name)
-        return next((i for v in candidates if (i := self.legacy.parse(v)) is not None), None)
-
-    def _adopt(
-        self, legacy: LegacyCookie, legacy_id: str, read_only: bool
-    ) -> Flow[Session | ErrorResponse]:
-        """A request with only the old backend's cookie: carry its data into a new session.
-
-        At most once per old id: the adoption atomically replaces the migrated record (or
-        the nothing where it would be) with a marker that names the new session and lives
-        as long as the old backend kept sessions (`LegacyCookie.max_age`). A concurrent or
-        replayed request with the same old cookie finds the marker and starts fresh, even
-        after the new session was logged out, and even with `source=`.
-        """
-        record_id = legacy.record_id(legacy_id) if legacy.record_id else legacy_id
-        key = legacy_key(legacy.name, record_id)
-        record: Record | None = yield Load(key)
-        data, adopted = _migrated_data(self, key, record)
-        if adopted:
-            self._emit(EventKind.ADOPT_REFUSED, key)
-            return self._legacy_session(legacy, read_only)
-        if data is None and record is None and legacy.source is not None:
-            found = yield LoadLegacy(legacy.source, legacy_id)
-            data = dict(found) if found is not None else None
-        if not data:
-            return self._legacy_session(legacy, read_only)  # nothing to adopt: write nothing
-        if read_only:  # a websocket cannot set cookies: show the data, adopt later over HTTP
-            return self.session_class(data, read_only=True)
-        session = self._legacy_session(legacy, read_only)
-        now = self.clock()
-        claim = Claim(
-            record.version if record is not None else None,
-            Write(self.payload({}, now, moved_to=session.id), now + legacy.max_age),
-        )
-        claimed: Updated[bool] = yield Update(key, claim)
-        if not claimed.found:
-            # Adopted, or changed, by a concurrent request with the same old cookie.
-            self._emit(EventKind.ADOPT_REFUSED, key)
-            return session
-        session.update(data)
-        self._emit(EventKind.ADOPT, key)
-        return session
-
-    def _legacy_session(self, legacy: LegacyCookie, read_only: bool) -> Session:
-        """A new session for a request that came with the old backend's cookie."""
-        session = self.session_class(read_only=read_only)
-        if read_only:
-            return session
-        if (legacy.name, legacy.path, legacy.domain) == (
-            self.cookie.name,
-            self.cookie.path,
-            self.cookie.domain,
-        ):
-            session.stale_cookie = True  # the same cookie: our own Set-Cookie replaces or clears it
-        else:
-            session.legacy_clear = legacy.clear_header()
-        return session
 
     def _fresh(self, read_only: bool, *, stale_cookie: bool) -> Session:
         session = self.session_class(read_only=read_only)
@@ -618,19 +541,3 @@ class SessionCore:
 
 class _Rotated(Exception):
     """A save met a forward pointer that does not carry in-flight writes: refuse it."""
-
-
-def _migrated_data(
-    core: SessionCore, key: str, record: Record | None
-) -> tuple[dict[str, Any] | None, bool]:
-    """(the data a migrated record holds, whether it is an adoption marker instead)."""
-    if record is None:
-        return None, False
-    try:
-        envelope = core.decode_record(record)
-    except CorruptSessionError as exc:
-        logger.warning("migrated session %s is corrupt: %s", key_hash(key), exc.reason)
-        return None, False
-    if envelope.moved_to is not None:
-        return None, True
-    return envelope.data, False

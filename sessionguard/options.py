@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from typing import TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 
+from .adoption import AdoptingCore
 from .codec import Serializer
 from .cookie import DEFAULT_MAX_AGE, CookieSettings, SameSite, SecretKey
 from .core import SessionCore, UnsignedRecords
@@ -67,7 +68,11 @@ def build_core(secret_key: SecretKey, **options: Unpack[SessionOptions]) -> Sess
         https_only=options.get("https_only", False),
         partitioned=options.get("partitioned", False),
     )
-    return SessionCore(
+    legacy = options.get("legacy")
+    # Adoption wraps the core only when asked for: the common path never looks at it.
+    extra: dict[str, Any] = {"legacy": legacy} if legacy is not None else {}
+    core_class = AdoptingCore if legacy is not None else SessionCore
+    return core_class(
         secret_key,
         cookie=cookie,
         policy=options.get("policy") or CorruptionPolicy(),
@@ -81,7 +86,7 @@ def build_core(secret_key: SecretKey, **options: Unpack[SessionOptions]) -> Sess
         serializer=options.get("serializer", "msgpack"),
         merge=options.get("merge", True),
         hooks=options.get("hooks", ()),
-        legacy=options.get("legacy"),
+        **extra,
         max_size=options.get("max_size", 64 * 1024),
         unsigned_records=options.get("unsigned_records", "accept"),
     )

@@ -40,6 +40,7 @@ LAYERS = {
     "target": 3,
     "decisions": 3,
     "core": 4,
+    "adoption": 4.5,
     "driver": 4,
     "options": 5,
     "wsgi": 6,
