@@ -9,11 +9,18 @@ is the store's business (a counter, a content hash); callers only compare them.
 `update(key, updater)` is the read-modify-write the merge on conflict needs: the store
 hands the live record to `updater` and stores what it returns, atomically. Stores with a
 lock (FileStore's stripe lock, MemoryStore's mutex) hold it for just that step; stores
-without one run `update_by_swap`, a bounded compare-and-swap loop.
+without one run a bounded compare-and-swap loop (`update_by_swap`, `aupdate_by_swap`).
 
 `ScannableStore` is the operators' side (the `sessionguard` command): `scan()` walks every
 stored record, expired ones included, and `purge_expired_batches()` is `purge_expired`
 in bounded steps that report their progress. Every built-in store implements both.
+
+The protocols are the contract; `BaseStore` is what the built-in stores share. Nothing
+is written twice for the blocking and the awaitable API: a store either does its work
+in blocking code that the `a`-methods run in worker threads (`BaseStore`'s defaults), or
+writes each operation once as a `StoreFlow`, a generator of I/O steps that `run_flow`
+does on a blocking client and `arun_flow` on an asyncio one (as redis-py builds each
+command once for its two clients). The compare-and-swap loop is such a flow too.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ import hashlib
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from operator import methodcaller
+from typing import Any, NamedTuple, NoReturn, Protocol, TypeVar, cast, runtime_checkable
 
 import anyio
 import anyio.to_thread
@@ -42,20 +50,30 @@ from ..errors import (
 
 __all__ = [
     "ABSENT",
+    "UPDATE_ATTEMPTS",
     "AsyncStore",
+    "BaseStore",
+    "Emit",
     "PurgeProgress",
     "Record",
     "ScannableStore",
     "Store",
+    "StoreFlow",
     "StoredRecord",
     "SyncBackedStore",
     "SyncStore",
     "ThreadedStore",
     "Updater",
     "Write",
+    "arun_flow",
+    "arun_purge",
     "aupdate_by_swap",
+    "iterate_flow",
     "key_hash",
     "purge_in_one_go",
+    "run_flow",
+    "swap_flow",
+    "total_purged",
     "update_by_swap",
     "validate_key",
 ]
@@ -258,9 +276,15 @@ def purge_in_one_go(store: ScannableStore) -> int:
 
     Raises `StoreUnavailableError` after the run if some records could not be removed.
     """
+    return total_purged(store.purge_expired_batches())
+
+
+def total_purged(steps: Iterable[PurgeProgress]) -> int:
+    """The records `steps` removed; `StoreUnavailableError` after the last step if some
+    could not be removed."""
     removed = 0
     errors: list[str] = []
-    for step in store.purge_expired_batches():
+    for step in steps:
         removed += step.removed
         errors.extend(step.errors)
     if errors:
@@ -272,12 +296,31 @@ def purge_in_one_go(store: ScannableStore) -> int:
     return removed
 
 
-class SyncBackedStore(abc.ABC):
-    """Base for stores written once, synchronously: the `a`-methods call the sync ones via `_run`.
+class BaseStore(abc.ABC):
+    """The base of the built-in stores: the blocking API, and awaitable twins that by
+    default run it in worker threads.
 
-    `_run` calls inline, which is right for stores that do no I/O (`MemoryStore`).
-    `ThreadedStore` overrides it to use a thread pool.
+    A subclass writes `load`, `save`, `delete`, `touch`, `scan` and
+    `purge_expired_batches`; `update` defaults to the compare-and-swap loop
+    (`update_by_swap`) and `purge_expired` to `purge_in_one_go`. Each `a`-method runs
+    its blocking twin through `_run`: in a worker thread, through anyio, so the store
+    works under asyncio and trio alike (Starlette and its test client run on either). At
+    most `max_threads` calls of one store run at once, on a limiter of the store's own,
+    so a slow disk cannot take the threads the event loop's other work needs; context
+    variables are carried into the worker thread.
+
+    A store that does no I/O (`MemoryStore`) overrides `_run` to call inline. A store
+    with an asyncio client of its own (`RedisStore`, `SQLStore`) overrides the
+    `a`-methods instead, with the same code: each operation is a `StoreFlow`, run by
+    `run_flow` on the blocking client and by `arun_flow` on the asyncio one.
     """
+
+    def __init__(self, *, max_threads: int = 8) -> None:
+        if max_threads < 1:
+            raise ConfigurationError(f"max_threads must be at least 1, got {max_threads!r}")
+        self._max_threads = max_threads
+        # A limiter belongs to one event loop run: one per run, made on first use in it.
+        self._limiter: RunVar[CapacityLimiter] = RunVar(f"sessionguard-{id(self)}")
 
     @abc.abstractmethod
     def load(self, key: str) -> Record | None: ...
@@ -296,16 +339,29 @@ class SyncBackedStore(abc.ABC):
     ) -> bool: ...
 
     @abc.abstractmethod
-    def update(self, key: str, updater: Updater) -> int | None: ...
+    def scan(self, *, batch_size: int = 500) -> Iterator[StoredRecord]: ...
 
     @abc.abstractmethod
-    def purge_expired(self) -> int: ...
+    def purge_expired_batches(self, batch_size: int = 1000) -> Iterator[PurgeProgress]: ...
+
+    def update(self, key: str, updater: Updater) -> int | None:
+        """By default the compare-and-swap loop; a store with a lock overrides it."""
+        return update_by_swap(self, key, updater)
+
+    def purge_expired(self) -> int:
+        return purge_in_one_go(self)
 
     def close(self) -> None:  # noqa: B027 - an optional hook, not an abstract method
         """Nothing to release by default."""
 
     async def _run(self, func: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
-        return func(*args, **kwargs)
+        try:
+            limiter = self._limiter.get()
+        except LookupError:
+            limiter = CapacityLimiter(self._max_threads)
+            self._limiter.set(limiter)
+        call = functools.partial(func, *args, **kwargs)
+        return await anyio.to_thread.run_sync(call, limiter=limiter)
 
     async def aload(self, key: str) -> Record | None:
         return await self._run(self.load, key)
@@ -332,85 +388,166 @@ class SyncBackedStore(abc.ABC):
         return await self._run(self.purge_expired)
 
     async def aclose(self) -> None:
-        self.close()
+        # Closing may block (a pool, a connection): off the event loop too.
+        await self._run(self.close)
 
 
-class ThreadedStore(SyncBackedStore):
-    """A `SyncBackedStore` whose async methods run the blocking ones in worker threads.
-
-    Through anyio, so the store works under asyncio and trio alike (Starlette and its test
-    client run on either). At most `max_threads` calls of one store run at once, on a
-    limiter of the store's own, so a slow disk cannot take the threads the event loop's
-    other work needs; context variables are carried into the worker thread.
-    """
-
-    def __init__(self, *, max_threads: int = 8) -> None:
-        if max_threads < 1:
-            raise ConfigurationError(f"max_threads must be at least 1, got {max_threads!r}")
-        self._max_threads = max_threads
-        # A limiter belongs to one event loop run: one per run, made on first use in it.
-        self._limiter: RunVar[CapacityLimiter] = RunVar(f"sessionguard-{id(self)}")
-
-    async def _run(self, func: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
-        try:
-            limiter = self._limiter.get()
-        except LookupError:
-            limiter = CapacityLimiter(self._max_threads)
-            self._limiter.set(limiter)
-        call = functools.partial(func, *args, **kwargs)
-        return await anyio.to_thread.run_sync(call, limiter=limiter)
-
-    async def aclose(self) -> None:
-        # Closing may block (a pool, a connection): do it off the event loop.
-        await anyio.to_thread.run_sync(self.close)
+#: The names of the two classes that `BaseStore` replaces: `SyncBackedStore` (whose
+#: `a`-methods called inline, as `MemoryStore`'s still do) and `ThreadedStore`.
+SyncBackedStore = BaseStore
+ThreadedStore = BaseStore
 
 
-def update_by_swap(store: SyncStore, key: str, updater: Updater) -> int | None:
+# -- flows: an operation written once, run blocking or awaited --------------------------------
+
+#: A store operation written once for both of a store's clients: a generator that yields
+#: each I/O step it needs, is sent the step's result (or thrown its exception, so that
+#: the flow maps errors as it would around a call) and returns the operation's result.
+#: What a step is, is the store's business: the runner only hands it to `perform`.
+StoreFlow = Generator[Any, Any, _T]
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Yielded by a flow to hand `item` (a `PurgeProgress`, say) to whoever runs it."""
+
+    item: Any
+
+
+def run_flow(flow: StoreFlow[_T], perform: Callable[[Any], Any]) -> _T:
+    """Run `flow`, doing each step with the blocking `perform(step)`; return its result."""
+    steps = iterate_flow(flow, perform)
+    try:
+        item = next(steps)
+    except StopIteration as done:
+        return cast(_T, done.value)
+    steps.close()
+    return _refuse(item)
+
+
+def iterate_flow(flow: StoreFlow[_T], perform: Callable[[Any], Any]) -> Generator[Any, None, _T]:
+    """`run_flow` for a flow that emits: yields each item as the flow emits it."""
+    try:
+        running, step = _resume(flow)
+        while running:
+            if isinstance(step, Emit):
+                yield step.item
+                running, step = _resume(flow)
+            else:
+                running, step = _resume(flow, *_outcome(perform, step))
+        return cast(_T, step)
+    finally:
+        flow.close()
+
+
+async def arun_flow(
+    flow: StoreFlow[_T],
+    perform: Callable[[Any], Awaitable[Any]],
+    emit: Callable[[Any], object] | None = None,
+) -> _T:
+    """Run `flow`, awaiting `perform(step)` for each step; what it emits goes to `emit`."""
+    hand_on = emit or _refuse
+    try:
+        running, step = _resume(flow)
+        while running:
+            if isinstance(step, Emit):
+                hand_on(step.item)
+                running, step = _resume(flow)
+            else:
+                running, step = _resume(flow, *await _aoutcome(perform, step))
+        return cast(_T, step)
+    finally:
+        flow.close()
+
+
+async def arun_purge(flow: StoreFlow[Any], perform: Callable[[Any], Awaitable[Any]]) -> int:
+    """`apurge_expired` for a flow that emits `PurgeProgress` (what `purge_expired_batches`
+    runs blocking): the total removed, as `purge_in_one_go` counts it."""
+    steps: list[PurgeProgress] = []
+    await arun_flow(flow, perform, steps.append)
+    return total_purged(steps)
+
+
+def _resume(
+    flow: StoreFlow[Any], value: Any = None, error: BaseException | None = None
+) -> tuple[bool, Any]:
+    """Send `value` into `flow` (throw `error` if set): (True, its next step) or (False,
+    its result)."""
+    try:
+        return True, (flow.send(value) if error is None else flow.throw(error))
+    except StopIteration as done:
+        return False, done.value
+
+
+def _outcome(perform: Callable[[Any], Any], step: Any) -> tuple[Any, BaseException | None]:
+    try:
+        return perform(step), None
+    except BaseException as exc:  # thrown into the flow, which maps it or raises it on
+        return None, exc
+
+
+async def _aoutcome(
+    perform: Callable[[Any], Awaitable[Any]], step: Any
+) -> tuple[Any, BaseException | None]:
+    try:
+        return await perform(step), None
+    except BaseException as exc:
+        return None, exc
+
+
+def _refuse(item: Any) -> NoReturn:
+    raise TypeError(f"the flow emitted {item!r}, and nothing was given to take it")
+
+
+# -- the compare-and-swap loop -----------------------------------------------------------------
+
+
+class _SwapHalf(NamedTuple):
+    """What the steps of `swap_flow` call: one store's blocking or awaitable methods."""
+
+    load: Callable[[str], Any]
+    save: Callable[..., Any]
+    delete: Callable[..., Any]
+    sleep: Callable[[float], Any]
+
+
+def swap_flow(key: str, updater: Updater) -> StoreFlow[int | None]:
     """`update` for stores without a lock: load, ask `updater`, compare-and-swap; retry.
 
     Between lost attempts it waits a short random time (see `_backoff`), so that
-    writers of one hot session spread out instead of colliding again in lockstep.
+    writers of one hot session spread out instead of colliding again in lockstep. Each
+    step calls one method of a `_SwapHalf`.
     """
     for attempt in range(UPDATE_ATTEMPTS):
         if attempt:
-            time.sleep(_backoff(attempt))
-        current = store.load(key)
+            yield methodcaller("sleep", _backoff(attempt))
+        current: Record | None = yield methodcaller("load", key)
         write = updater(current)
         if write is None:
             return None
         expected = current.version if current is not None else ABSENT
         if write.payload is None:
-            if current is None or store.delete(key, expected_version=expected):
+            if current is None or (yield methodcaller("delete", key, expected_version=expected)):
                 return ABSENT
             continue
-        version = store.save(
-            key, write.payload, expires_at=write.expires_at, expected_version=expected
+        version: int | None = yield methodcaller(
+            "save", key, write.payload, expires_at=write.expires_at, expected_version=expected
         )
         if version is not None:
             return version
     raise _conflict(key)
+
+
+def update_by_swap(store: SyncStore, key: str, updater: Updater) -> int | None:
+    """`swap_flow` on the store's blocking methods."""
+    half = _SwapHalf(store.load, store.save, store.delete, time.sleep)
+    return run_flow(swap_flow(key, updater), lambda step: step(half))
 
 
 async def aupdate_by_swap(store: AsyncStore, key: str, updater: Updater) -> int | None:
-    """The awaitable twin of `update_by_swap`."""
-    for attempt in range(UPDATE_ATTEMPTS):
-        if attempt:
-            await anyio.sleep(_backoff(attempt))
-        current = await store.aload(key)
-        write = updater(current)
-        if write is None:
-            return None
-        expected = current.version if current is not None else ABSENT
-        if write.payload is None:
-            if current is None or await store.adelete(key, expected_version=expected):
-                return ABSENT
-            continue
-        version = await store.asave(
-            key, write.payload, expires_at=write.expires_at, expected_version=expected
-        )
-        if version is not None:
-            return version
-    raise _conflict(key)
+    """`swap_flow` on the store's awaitable methods."""
+    half = _SwapHalf(store.aload, store.asave, store.adelete, anyio.sleep)
+    return await arun_flow(swap_flow(key, updater), lambda step: step(half))
 
 
 def _backoff(attempt: int) -> float:

@@ -6,21 +6,24 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from .base import (
     ABSENT,
+    BaseStore,
     PurgeProgress,
     Record,
     StoredRecord,
-    SyncBackedStore,
     Updater,
     validate_key,
 )
 
 __all__ = ["MemoryStore"]
 
+_T = TypeVar("_T")
 
-class MemoryStore(SyncBackedStore):
+
+class MemoryStore(BaseStore):
     """Keeps records in a dict guarded by a lock; one object serves both sync and async callers.
 
     Data is lost when the process exits and is not shared between worker processes.
@@ -28,17 +31,25 @@ class MemoryStore(SyncBackedStore):
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self._records: dict[str, Record] = {}
         self._lock = threading.Lock()
         self._versions = itertools.count(1)
         self._clock = clock
 
-    def _live(self, key: str) -> Record | None:
+    async def _run(self, func: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        # No I/O, and the lock is held for microseconds: a worker thread would cost more.
+        return func(*args, **kwargs)
+
+    def _live(self, key: str, expected_version: int | None = None) -> Record | None:
+        """The live record of `key`; with `expected_version`, only if it has that version."""
         record = self._records.get(key)
         if record is not None and record.expires_at <= self._clock():
             del self._records[key]
             return None
-        return record
+        if record is None or expected_version is None or record.version == expected_version:
+            return record
+        return None
 
     def load(self, key: str) -> Record | None:
         validate_key(key)
@@ -61,10 +72,7 @@ class MemoryStore(SyncBackedStore):
     def delete(self, key: str, *, expected_version: int | None = None) -> bool:
         validate_key(key)
         with self._lock:
-            current = self._live(key)
-            if current is None:
-                return False
-            if expected_version is not None and current.version != expected_version:
+            if self._live(key, expected_version) is None:
                 return False
             del self._records[key]
             return True
@@ -72,10 +80,8 @@ class MemoryStore(SyncBackedStore):
     def touch(self, key: str, expires_at: float, *, expected_version: int | None = None) -> bool:
         validate_key(key)
         with self._lock:
-            current = self._live(key)
+            current = self._live(key, expected_version)
             if current is None:
-                return False
-            if expected_version is not None and current.version != expected_version:
                 return False
             self._records[key] = Record(current.payload, current.version, expires_at)
             return True
@@ -92,9 +98,6 @@ class MemoryStore(SyncBackedStore):
             version = next(self._versions)
             self._records[key] = Record(bytes(write.payload), version, write.expires_at)
             return version
-
-    def purge_expired(self) -> int:
-        return sum(step.removed for step in self.purge_expired_batches())
 
     def purge_expired_batches(self, batch_size: int = 1000) -> Iterator[PurgeProgress]:
         with self._lock:

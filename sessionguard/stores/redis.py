@@ -20,18 +20,26 @@ Requires the `redis` extra: `pip install 'sessionguard[redis]'`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from operator import methodcaller
+from typing import Any, NamedTuple
 
 from ..errors import ConfigurationError, StoreUnavailableError
 from .base import (
+    BaseStore,
+    Emit,
     PurgeProgress,
     Record,
     StoredRecord,
+    StoreFlow,
     Updater,
+    arun_flow,
+    arun_purge,
     aupdate_by_swap,
-    purge_in_one_go,
-    update_by_swap,
+    iterate_flow,
+    run_flow,
     validate_key,
 )
 
@@ -45,9 +53,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ConfigurationError(
         "RedisStore needs the redis client: pip install 'sessionguard[redis]'"
     ) from exc
-
-if TYPE_CHECKING:
-    from redis.commands.core import AsyncScript, Script
 
 __all__ = ["RedisStore"]
 
@@ -134,7 +139,10 @@ return 0
 )
 
 
-class RedisStore:
+_PURGE_SHA = hashlib.sha1(_PURGE_IF_EXPIRED.encode()).hexdigest()
+
+
+class RedisStore(BaseStore):
     """Sessions in Redis, for several app servers sharing one store.
 
     Give a `url` (`redis://host:6379/0`, `rediss://...`; the store creates and closes its
@@ -143,6 +151,12 @@ class RedisStore:
     (`Sentinel(...).master_for(name)`) work as given. Timeouts are short on purpose: a
     dead Redis becomes `StoreUnavailableError` (a 503) in about a second instead of
     hanging requests, and redis-py reconnects by itself once it is back.
+
+    Each operation is written once, as a flow of commands (`_load`, `_save`, ...), and
+    run on the blocking client by the sync methods and on the asyncio one by the async
+    methods. `update` is the compare-and-swap loop: each attempt is two atomic round
+    trips, and Redis is fast enough that losing the race 32 times in a row needs far
+    more writers on one session than a browser has.
     """
 
     def __init__(
@@ -155,6 +169,7 @@ class RedisStore:
         socket_timeout: float = 1.0,
         connect_timeout: float = 1.0,
     ) -> None:
+        super().__init__()
         if url is None and client is None and async_client is None:
             raise ConfigurationError(
                 "RedisStore needs a url (RedisStore('redis://localhost:6379/0')) or a client"
@@ -169,59 +184,39 @@ class RedisStore:
         # only delay the 503. The asyncio client needs the asyncio Retry: given the other,
         # it never retries at all.
         backoff = ExponentialBackoff(cap=0.1, base=0.01)
-        self._sync_retry = Retry(backoff, retries=1)
-        self._async_retry = AsyncRetry(backoff, retries=1)
-        self._client = client
-        self._async_client = async_client
-        self._owns_client = client is None
-        self._owns_async_client = async_client is None
-        self._scripts: tuple[Script, Script, Script, Script] | None = None
-        self._async_scripts: tuple[AsyncScript, AsyncScript, AsyncScript, AsyncScript] | None = None
+        self._blocking = _Side(
+            redis.Redis.from_url,
+            Retry(backoff, retries=1),
+            client,
+            "this RedisStore was given only async_client; pass client= or url= to use it from WSGI",
+        )
+        self._awaiting = _Side(
+            redis.asyncio.Redis.from_url,
+            AsyncRetry(backoff, retries=1),
+            async_client,
+            "this RedisStore was given only client; pass async_client= or url= to use it from ASGI",
+        )
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.prefix!r})"
 
-    # -- the two halves, created on first use --------------------------------------------
+    # -- the two clients, created on first use -------------------------------------------
 
-    def _sync(self) -> tuple[redis.Redis, tuple[Script, Script, Script, Script]]:
-        if self._client is None:
-            if self._url is None:
-                raise ConfigurationError(
-                    "this RedisStore was given only async_client; pass client= or url= "
-                    "to use it from WSGI"
-                )
-            self._client = redis.Redis.from_url(self._url, retry=self._sync_retry, **self._options)
-        if self._scripts is None:
-            register = self._client.register_script
-            self._scripts = (
-                register(_LOAD),
-                register(_SAVE),
-                register(_DELETE_IF),
-                register(_TOUCH),
-            )
-        return self._client, self._scripts
+    def _sync(self) -> _Half:
+        return self._half(self._blocking)
 
-    def _async(
-        self,
-    ) -> tuple[redis.asyncio.Redis, tuple[AsyncScript, AsyncScript, AsyncScript, AsyncScript]]:
-        if self._async_client is None:
-            if self._url is None:
-                raise ConfigurationError(
-                    "this RedisStore was given only client; pass async_client= or url= "
-                    "to use it from ASGI"
-                )
-            self._async_client = redis.asyncio.Redis.from_url(
-                self._url, retry=self._async_retry, **self._options
-            )
-        if self._async_scripts is None:
-            register = self._async_client.register_script
-            self._async_scripts = (
-                register(_LOAD),
-                register(_SAVE),
-                register(_DELETE_IF),
-                register(_TOUCH),
-            )
-        return self._async_client, self._async_scripts
+    def _async(self) -> _Half:
+        return self._half(self._awaiting)
+
+    def _half(self, side: _Side) -> _Half:
+        if side.half is None:
+            if side.client is None:
+                if self._url is None:
+                    raise ConfigurationError(side.refusal)
+                side.client = side.connect(self._url, retry=side.retry, **self._options)
+                side.owned = True
+            side.half = _Half.on(side.client)
+        return side.half
 
     def _key(self, key: str) -> str:
         return self.prefix + validate_key(key)
@@ -229,65 +224,54 @@ class RedisStore:
     def _pattern(self) -> str:
         return _glob_escape(self.prefix) + "*"
 
-    # -- sync API --------------------------------------------------------------------------
+    # -- the API: each method runs its flow on one client ----------------------------------
 
     def load(self, key: str) -> Record | None:
-        name = self._key(key)
-        _, (load, *_) = self._sync()
-        with _mapped_errors("load"):
-            return _record(load(keys=[name]))
+        return run_flow(_load(self._key(key)), self._sync().perform)
+
+    async def aload(self, key: str) -> Record | None:
+        return await arun_flow(_load(self._key(key)), self._async().perform)
 
     def save(
         self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
     ) -> int | None:
-        name = self._key(key)
-        _, (_, save, *_) = self._sync()
-        with _mapped_errors("save"):
-            return _version(
-                save(keys=[name], args=_save_args(payload, expires_at, expected_version))
-            )
+        flow = _save(self._key(key), payload, expires_at, expected_version)
+        return run_flow(flow, self._sync().perform)
+
+    async def asave(
+        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+    ) -> int | None:
+        flow = _save(self._key(key), payload, expires_at, expected_version)
+        return await arun_flow(flow, self._async().perform)
 
     def delete(self, key: str, *, expected_version: int | None = None) -> bool:
-        name = self._key(key)
-        client, (_, _, delete_if, _) = self._sync()
-        with _mapped_errors("delete"):
-            if expected_version is None:
-                return bool(client.delete(name))
-            return bool(delete_if(keys=[name], args=[expected_version]))
+        return run_flow(_delete(self._key(key), expected_version), self._sync().perform)
+
+    async def adelete(self, key: str, *, expected_version: int | None = None) -> bool:
+        return await arun_flow(_delete(self._key(key), expected_version), self._async().perform)
 
     def touch(self, key: str, expires_at: float, *, expected_version: int | None = None) -> bool:
-        name = self._key(key)
-        _, (*_, touch) = self._sync()
-        args = [*_touch_args(expires_at), "" if expected_version is None else expected_version]
-        with _mapped_errors("touch"):
-            return bool(touch(keys=[name], args=args))
+        flow = _touch(self._key(key), expires_at, expected_version)
+        return run_flow(flow, self._sync().perform)
 
-    def update(self, key: str, updater: Updater) -> int | None:
-        # Each attempt is two atomic round trips; Redis is fast enough that losing the race
-        # 32 times in a row needs far more writers on one session than a browser has.
-        return update_by_swap(self, key, updater)
+    async def atouch(
+        self, key: str, expires_at: float, *, expected_version: int | None = None
+    ) -> bool:
+        flow = _touch(self._key(key), expires_at, expected_version)
+        return await arun_flow(flow, self._async().perform)
 
-    def purge_expired(self) -> int:
-        """Remove session keys past their deadline whose TTL was lost (`PERSIST`, a copy
-        without TTLs); Redis removes every other expired key by itself."""
-        return purge_in_one_go(self)
+    async def aupdate(self, key: str, updater: Updater) -> int | None:
+        return await aupdate_by_swap(self, key, updater)
 
     def purge_expired_batches(self, batch_size: int = 1000) -> Iterator[PurgeProgress]:
-        """`purge_expired` in `SCAN` steps; each key is checked and removed in one script,
-        so a key refreshed since `SCAN` listed it is kept. `total` is 0 (unknown)."""
-        client, _ = self._sync()
-        purge = client.register_script(_PURGE_IF_EXPIRED)
-        cursor: int | None = None
-        done = 0
-        while cursor != 0:
-            with _mapped_errors("purge"):
-                cursor, names = client.scan(cursor or 0, match=self._pattern(), count=batch_size)
-                pipe = client.pipeline(transaction=False)
-                for name in names:
-                    purge(keys=[name], client=pipe)
-                removed = sum(int(n) for n in pipe.execute())
-            done += 1
-            yield PurgeProgress(removed, done, 0)
+        """`purge_expired` in `SCAN` steps: it removes session keys past their deadline
+        whose TTL was lost (`PERSIST`, a copy without TTLs); Redis removes every other
+        expired key by itself. Each key is checked and removed in one script, so a key
+        refreshed since `SCAN` listed it is kept. `total` is 0 (unknown)."""
+        yield from iterate_flow(_purge(self._pattern(), batch_size), self._sync().perform)
+
+    async def apurge_expired(self) -> int:
+        return await arun_purge(_purge(self._pattern(), 1000), self._async().perform)
 
     def scan(self, *, batch_size: int = 500) -> Iterator[StoredRecord]:
         """Every session key under this store's prefix, found with `SCAN` (never `KEYS`).
@@ -298,7 +282,7 @@ class RedisStore:
         Like `SCAN` itself, a key may be yielded twice if Redis resizes its table meanwhile
         (remembering every key to hide that would make memory grow with the store).
         """
-        client, _ = self._sync()
+        client = self._sync().client
         cursor: int | None = None
         while cursor != 0:
             with _mapped_errors("scan"):
@@ -316,66 +300,121 @@ class RedisStore:
                     yield found
 
     def close(self) -> None:
-        if self._client is not None and self._owns_client:
-            self._client.close()
-            self._client = None
-            self._scripts = None
-
-    # -- async API -------------------------------------------------------------------------
-
-    async def aload(self, key: str) -> Record | None:
-        name = self._key(key)
-        _, (load, *_) = self._async()
-        async with _amapped_errors("load"):
-            return _record(await load(keys=[name]))
-
-    async def asave(
-        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
-    ) -> int | None:
-        name = self._key(key)
-        _, (_, save, *_) = self._async()
-        args = _save_args(payload, expires_at, expected_version)
-        async with _amapped_errors("save"):
-            return _version(await save(keys=[name], args=args))
-
-    async def adelete(self, key: str, *, expected_version: int | None = None) -> bool:
-        name = self._key(key)
-        client, (_, _, delete_if, _) = self._async()
-        async with _amapped_errors("delete"):
-            if expected_version is None:
-                return bool(await client.delete(name))
-            return bool(await delete_if(keys=[name], args=[expected_version]))
-
-    async def atouch(
-        self, key: str, expires_at: float, *, expected_version: int | None = None
-    ) -> bool:
-        name = self._key(key)
-        _, (*_, touch) = self._async()
-        args = [*_touch_args(expires_at), "" if expected_version is None else expected_version]
-        async with _amapped_errors("touch"):
-            return bool(await touch(keys=[name], args=args))
-
-    async def aupdate(self, key: str, updater: Updater) -> int | None:
-        return await aupdate_by_swap(self, key, updater)
-
-    async def apurge_expired(self) -> int:
-        client, _ = self._async()
-        purge = client.register_script(_PURGE_IF_EXPIRED)
-        removed = 0
-        async with _amapped_errors("purge"):
-            async for name in client.scan_iter(match=self._pattern(), count=1000):
-                removed += int(await purge(keys=[name]))
-        return removed
+        client = self._blocking.release()
+        if client is not None:
+            client.close()
 
     async def aclose(self) -> None:
         self.close()
-        if self._async_client is not None and self._owns_async_client:
-            await self._async_client.aclose()
-            self._async_client = None
-            self._async_scripts = None
+        client = self._awaiting.release()
+        if client is not None:
+            await client.aclose()
 
 
-# -- shared by both halves -------------------------------------------------------------------
+# -- the two clients ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Side:
+    """One of the store's two clients: the one it was given, or one it makes from its URL
+    (and then owns and closes) on first use."""
+
+    connect: Callable[..., Any]
+    retry: Any
+    client: Any
+    refusal: str  # what to say when there is neither a client nor a URL to make one
+    owned: bool = False
+    half: _Half | None = None
+
+    def release(self) -> Any:
+        """The client to close, if the store made it; forgotten, so that it is made anew."""
+        if self.client is None or not self.owned:
+            return None
+        client, self.client, self.half = self.client, None, None
+        return client
+
+
+class _Half(NamedTuple):
+    """A client and the scripts registered on it: what the steps of a flow call.
+
+    Each step is a function of a half, called by `perform`: on the blocking client it
+    returns the reply, on the asyncio client an awaitable of the reply.
+    """
+
+    client: Any
+    load: Any
+    save: Any
+    delete_if: Any
+    touch: Any
+
+    @classmethod
+    def on(cls, client: Any) -> _Half:
+        register = client.register_script
+        return cls(client, register(_LOAD), register(_SAVE), register(_DELETE_IF), register(_TOUCH))
+
+    def perform(self, step: Callable[[_Half], Any]) -> Any:
+        return step(self)
+
+
+# -- the operations, each written once -------------------------------------------------------
+
+
+def _load(name: str) -> StoreFlow[Record | None]:
+    with _mapped_errors("load"):
+        return _record((yield methodcaller("load", keys=[name])))
+
+
+def _save(
+    name: str, payload: bytes, expires_at: float, expected: int | None
+) -> StoreFlow[int | None]:
+    args = _save_args(payload, expires_at, expected)
+    with _mapped_errors("save"):
+        return _version((yield methodcaller("save", keys=[name], args=args)))
+
+
+def _delete(name: str, expected: int | None) -> StoreFlow[bool]:
+    with _mapped_errors("delete"):
+        if expected is None:
+            return bool((yield lambda half: half.client.delete(name)))
+        return bool((yield methodcaller("delete_if", keys=[name], args=[expected])))
+
+
+def _touch(name: str, expires_at: float, expected: int | None) -> StoreFlow[bool]:
+    args = [*_touch_args(expires_at), "" if expected is None else expected]
+    with _mapped_errors("touch"):
+        return bool((yield methodcaller("touch", keys=[name], args=args)))
+
+
+def _purge(pattern: str, batch_size: int) -> StoreFlow[None]:
+    """Emits a `PurgeProgress` per `SCAN` step."""
+    cursor: int | None = None
+    done = 0
+    while cursor != 0:
+        with _mapped_errors("purge"):
+            cursor, names = yield _scan_step(cursor or 0, pattern, batch_size)
+            replies = yield _purge_step(names)
+        done += 1
+        yield Emit(PurgeProgress(sum(int(n) for n in replies[1:]), done, 0))
+
+
+def _scan_step(cursor: int, pattern: str, count: int) -> Callable[[_Half], Any]:
+    return lambda half: half.client.scan(cursor, match=pattern, count=count)
+
+
+def _purge_step(names: list[Any]) -> Callable[[_Half], Any]:
+    def step(half: _Half) -> Any:
+        pipe = half.client.pipeline(transaction=False)
+        if names:
+            # Loaded in the same round trip, ahead of the calls: it cannot be missing.
+            pipe.script_load(_PURGE_IF_EXPIRED)
+        for name in names:
+            pipe.evalsha(_PURGE_SHA, 1, name)
+        return pipe.execute()
+
+    return step
+
+
+# -- replies -------------------------------------------------------------------------------
 
 
 def _millis(timestamp: float) -> int:
@@ -427,14 +466,6 @@ def _error(action: str, exc: redis.RedisError) -> StoreUnavailableError:
 
 @contextlib.contextmanager
 def _mapped_errors(action: str) -> Iterator[None]:
-    try:
-        yield
-    except redis.RedisError as exc:
-        raise _error(action, exc) from exc
-
-
-@contextlib.asynccontextmanager
-async def _amapped_errors(action: str) -> AsyncIterator[None]:
     try:
         yield
     except redis.RedisError as exc:

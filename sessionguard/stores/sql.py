@@ -20,43 +20,56 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from operator import methodcaller
+from typing import Any, Generic, TypeVar
 
 from ..errors import ConfigurationError, StoreUnavailableError
 from .base import (
     ABSENT,
+    BaseStore,
+    Emit,
     PurgeProgress,
     Record,
     StoredRecord,
+    StoreFlow,
     Updater,
+    arun_purge,
     aupdate_by_swap,
-    update_by_swap,
+    iterate_flow,
     validate_key,
 )
 
 try:
     import sqlalchemy as sa
     from sqlalchemy.dialects import postgresql, sqlite
-    from sqlalchemy.engine import Connection, Engine, make_url
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+    from sqlalchemy.engine import URL, Connection, CursorResult, Engine, make_url
+    from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ConfigurationError("SQLStore needs SQLAlchemy: pip install 'sessionguard[sql]'") from exc
 
 __all__ = ["SQLStore"]
 
+_T = TypeVar("_T")
 _PURGE_BATCH = 1000
 # Sync driver name -> the async driver SQLAlchemy pairs with it.
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
 
 
-class SQLStore:
+class SQLStore(BaseStore):
     """Sessions in a SQL table; one object serves both the WSGI and the ASGI middleware.
 
     Give a `url` (`sqlite:///sessions.db`, `postgresql+psycopg://user@host/db`; the
     store creates and disposes its engines) or ready engines (`engine`, `async_engine`;
     whoever created them disposes them). The table is created on first use unless
     `create_table=False`; `create()` / `acreate()` create it explicitly.
+
+    Each operation is written once, as transactions (`_Tx`) that work on a blocking
+    `Connection`; the async methods run the very same work on the asyncio engine, through
+    `AsyncConnection.run_sync`. `update` is the compare-and-swap loop rather than
+    `SELECT ... FOR UPDATE`: one code path for SQLite (which has no row locks) and
+    PostgreSQL, and no lock held across round trips.
     """
 
     def __init__(
@@ -70,6 +83,7 @@ class SQLStore:
         connect_timeout: int = 2,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         if url is None and engine is None and async_engine is None:
             raise ConfigurationError(
                 "SQLStore needs a url (SQLStore('sqlite:///sessions.db')) or an engine"
@@ -85,42 +99,41 @@ class SQLStore:
         self._table_lock = threading.Lock()
         self._atable_lock: asyncio.Lock | None = None
         self.table = _table(table_name)
+        self._creation = _Tx("create the table", self._create_all)
         self._clock = clock
 
     def __repr__(self) -> str:
         return f"SQLStore(table={self.table.name!r})"
 
-    # -- engines, created on first use ---------------------------------------------------
+    # -- engines, created on first use; a transaction on each ----------------------------
 
     def _engine_options(self, driver: str) -> dict[str, Any]:
         if driver.startswith("sqlite"):
             return {"connect_args": {"timeout": self._connect_timeout}}
         return {"pool_pre_ping": True, "connect_args": {"connect_timeout": self._connect_timeout}}
 
+    def _url_for(self, given: str, missing: str, adapter: str) -> URL:
+        if self._url is None:
+            raise ConfigurationError(
+                f"this SQLStore was given only {given}; pass {missing}= or url= to use it "
+                f"from {adapter}"
+            )
+        return make_url(self._url)
+
     def _sync_engine(self) -> Engine:
         if self._engine is None:
-            if self._url is None:
-                raise ConfigurationError(
-                    "this SQLStore was given only async_engine; pass engine= or url= to use it "
-                    "from WSGI"
-                )
-            url = make_url(self._url)
+            url = self._url_for("async_engine", "engine", "WSGI")
             self._engine = sa.create_engine(url, **self._engine_options(url.drivername))
             _configure_sqlite(self._engine)
         if not self._table_ready and self._create_table:
-            with self._table_lock, _mapped_errors("create the table"):
-                self.table.metadata.create_all(self._engine, checkfirst=True)
+            with self._table_lock:
+                _in_transaction(self._engine, self._creation)
                 self._table_ready = True
         return self._engine
 
     async def _engine_async(self) -> AsyncEngine:
         if self._async_engine is None:
-            if self._url is None:
-                raise ConfigurationError(
-                    "this SQLStore was given only engine; pass async_engine= or url= to use it "
-                    "from ASGI"
-                )
-            url = make_url(self._url)
+            url = self._url_for("engine", "async_engine", "ASGI")
             backend = url.get_backend_name()
             if backend not in _ASYNC_DRIVERS:
                 raise ConfigurationError(f"SQLStore has no async driver for {backend!r} URLs")
@@ -129,89 +142,69 @@ class SQLStore:
             _configure_sqlite(self._async_engine.sync_engine)
         if not self._table_ready and self._create_table:
             self._atable_lock = self._atable_lock or asyncio.Lock()
-            async with self._atable_lock, _amapped_errors("create the table"):
-                async with self._async_engine.begin() as conn:
-                    await conn.run_sync(self.table.metadata.create_all, checkfirst=True)
+            async with self._atable_lock:
+                await _ain_transaction(self._async_engine, self._creation)
                 self._table_ready = True
         return self._async_engine
 
+    def _transact(self, tx: _Tx[_T]) -> _T:
+        with _mapped_errors(tx.action):  # making the engine included
+            return _in_transaction(self._sync_engine(), tx)
+
+    async def _atransact(self, tx: _Tx[_T]) -> _T:
+        return await _ain_transaction(await self._engine_async(), tx)
+
+    def _create_all(self, conn: Connection) -> None:
+        self.table.metadata.create_all(conn, checkfirst=True)
+
     def create(self) -> None:
         """Create the table and its index if they do not exist."""
-        with _mapped_errors("create the table"):
-            self.table.metadata.create_all(self._sync_engine(), checkfirst=True)
+        self._transact(self._creation)
 
     async def acreate(self) -> None:
-        engine = await self._engine_async()
-        async with _amapped_errors("create the table"), engine.begin() as conn:
-            await conn.run_sync(self.table.metadata.create_all, checkfirst=True)
+        await self._atransact(self._creation)
 
-    @contextlib.contextmanager
-    def _begin(self, action: str) -> Iterator[Connection]:
-        with _mapped_errors(action), self._sync_engine().begin() as conn:
-            yield conn
-
-    @contextlib.asynccontextmanager
-    async def _abegin(self, action: str) -> AsyncIterator[AsyncConnection]:
-        engine = await self._engine_async()
-        async with _amapped_errors(action), engine.begin() as conn:
-            yield conn
-
-    # -- sync API --------------------------------------------------------------------------
+    # -- the API: each method runs its transactions on one engine -------------------------
 
     def load(self, key: str) -> Record | None:
-        stmt = _select(self.table, validate_key(key), self._clock())
-        with self._begin("load") as conn:
-            return _record(conn.execute(stmt).first())
+        return self._transact(self._load(key))
+
+    async def aload(self, key: str) -> Record | None:
+        return await self._atransact(self._load(key))
 
     def save(
         self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
     ) -> int | None:
-        key = validate_key(key)
-        with self._begin("save") as conn:
-            stmt = _save(
-                self.table,
-                conn.dialect.name,
-                key,
-                payload,
-                expires_at,
-                expected_version,
-                self._clock(),
-            )
-            return _version(conn.execute(stmt).first())
+        return self._transact(self._save(key, payload, expires_at, expected_version))
+
+    async def asave(
+        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+    ) -> int | None:
+        return await self._atransact(self._save(key, payload, expires_at, expected_version))
 
     def delete(self, key: str, *, expected_version: int | None = None) -> bool:
-        stmt = _delete(self.table, validate_key(key), expected_version, self._clock())
-        with self._begin("delete") as conn:
-            return bool(conn.execute(stmt).scalar())
+        return self._transact(self._delete(key, expected_version))
+
+    async def adelete(self, key: str, *, expected_version: int | None = None) -> bool:
+        return await self._atransact(self._delete(key, expected_version))
 
     def touch(self, key: str, expires_at: float, *, expected_version: int | None = None) -> bool:
-        stmt = _touch(self.table, validate_key(key), expires_at, expected_version, self._clock())
-        with self._begin("touch") as conn:
-            return conn.execute(stmt).rowcount > 0
+        return self._transact(self._touch(key, expires_at, expected_version))
 
-    def update(self, key: str, updater: Updater) -> int | None:
-        # Compare-and-swap rather than SELECT ... FOR UPDATE: one code path for SQLite
-        # (which has no row locks) and PostgreSQL, and no lock held across round trips.
-        return update_by_swap(self, key, updater)
+    async def atouch(
+        self, key: str, expires_at: float, *, expected_version: int | None = None
+    ) -> bool:
+        return await self._atransact(self._touch(key, expires_at, expected_version))
 
-    def purge_expired(self) -> int:
-        return sum(step.removed for step in self.purge_expired_batches())
+    async def aupdate(self, key: str, updater: Updater) -> int | None:
+        return await aupdate_by_swap(self, key, updater)
 
     def purge_expired_batches(self, batch_size: int = _PURGE_BATCH) -> Iterator[PurgeProgress]:
         """Delete expired rows, `batch_size` per transaction; progress counts rows."""
-        c = self.table.c
-        with self._begin("count expired sessions") as conn:
-            count = sa.select(sa.func.count()).where(c.expires_at <= self._clock())
-            total = int(conn.execute(count).scalar_one())
-        done = 0
-        while True:
-            with self._begin("purge expired sessions") as conn:
-                stmt = _purge_batch(self.table, self._clock(), batch_size)
-                batch = conn.execute(stmt).rowcount
-            done += batch
-            yield PurgeProgress(batch, done, total)
-            if batch < batch_size:
-                return
+        yield from iterate_flow(self._purge(batch_size), self._transact)
+
+    async def apurge_expired(self) -> int:
+        return await arun_purge(self._purge(_PURGE_BATCH), self._atransact)
 
     def scan(self, *, batch_size: int = 500) -> Iterator[StoredRecord]:
         """Every row, expired ones too, `batch_size` rows per query in primary key order.
@@ -221,8 +214,8 @@ class SQLStore:
         """
         after: str | None = None
         while True:
-            with self._begin("scan sessions") as conn:
-                rows = conn.execute(_scan_batch(self.table, after, batch_size)).all()
+            stmt = _scan_batch(self.table, after, batch_size)
+            rows = self._transact(_query("scan sessions", stmt, methodcaller("all")))
             for row in rows:
                 record = Record(bytes(row.data), int(row.version), float(row.expires_at))
                 yield StoredRecord(row.id, record, record.expires_at <= self._clock())
@@ -235,61 +228,84 @@ class SQLStore:
             self._engine.dispose()
             self._engine = None
 
-    # -- async API -------------------------------------------------------------------------
-
-    async def aload(self, key: str) -> Record | None:
-        stmt = _select(self.table, validate_key(key), self._clock())
-        async with self._abegin("load") as conn:
-            return _record((await conn.execute(stmt)).first())
-
-    async def asave(
-        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
-    ) -> int | None:
-        key = validate_key(key)
-        async with self._abegin("save") as conn:
-            stmt = _save(
-                self.table,
-                conn.dialect.name,
-                key,
-                payload,
-                expires_at,
-                expected_version,
-                self._clock(),
-            )
-            return _version((await conn.execute(stmt)).first())
-
-    async def adelete(self, key: str, *, expected_version: int | None = None) -> bool:
-        stmt = _delete(self.table, validate_key(key), expected_version, self._clock())
-        async with self._abegin("delete") as conn:
-            return bool((await conn.execute(stmt)).scalar())
-
-    async def atouch(
-        self, key: str, expires_at: float, *, expected_version: int | None = None
-    ) -> bool:
-        stmt = _touch(self.table, validate_key(key), expires_at, expected_version, self._clock())
-        async with self._abegin("touch") as conn:
-            return (await conn.execute(stmt)).rowcount > 0
-
-    async def aupdate(self, key: str, updater: Updater) -> int | None:
-        return await aupdate_by_swap(self, key, updater)
-
-    async def apurge_expired(self) -> int:
-        removed = 0
-        while True:
-            async with self._abegin("purge expired sessions") as conn:
-                batch = (await conn.execute(_purge_batch(self.table, self._clock()))).rowcount
-            removed += batch
-            if batch < _PURGE_BATCH:
-                return removed
-
     async def aclose(self) -> None:
         self.close()
         if self._async_engine is not None and self._owns_async_engine:
             await self._async_engine.dispose()
             self._async_engine = None
 
+    # -- the operations, each written once ------------------------------------------------
 
-# -- statements and results, shared by both halves -------------------------------------------
+    def _load(self, key: str) -> _Tx[Record | None]:
+        stmt = _load_statement(self.table, validate_key(key), self._clock())
+        return _query("load", stmt, _record)
+
+    def _save(
+        self, key: str, payload: bytes, expires_at: float, expected: int | None
+    ) -> _Tx[int | None]:
+        key = validate_key(key)
+
+        def save(conn: Connection) -> int | None:
+            dialect, now = conn.dialect.name, self._clock()
+            stmt = _save_statement(self.table, dialect, key, payload, expires_at, expected, now)
+            return _version(conn.execute(stmt).first())
+
+        return _Tx("save", save)
+
+    def _delete(self, key: str, expected: int | None) -> _Tx[bool]:
+        stmt = _delete_statement(self.table, validate_key(key), expected, self._clock())
+        return _query("delete", stmt, lambda result: bool(result.scalar()))
+
+    def _touch(self, key: str, expires_at: float, expected: int | None) -> _Tx[bool]:
+        stmt = _touch_statement(self.table, validate_key(key), expires_at, expected, self._clock())
+        return _query("touch", stmt, lambda result: result.rowcount > 0)
+
+    def _purge(self, batch_size: int) -> StoreFlow[None]:
+        """Emits a `PurgeProgress` per batch; `total` is the count of expired rows at the
+        start."""
+        count = sa.select(sa.func.count()).where(self.table.c.expires_at <= self._clock())
+        total = yield _query("count expired sessions", count, methodcaller("scalar_one"))
+        done = 0
+        while True:
+            stmt = _purge_batch(self.table, self._clock(), batch_size)
+            batch = yield _query("purge expired sessions", stmt, _rowcount)
+            done += batch
+            yield Emit(PurgeProgress(batch, done, int(total)))
+            if batch < batch_size:
+                return
+
+
+# -- transactions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Tx(Generic[_T]):
+    """One transaction of an operation (a step of its flow): `work` runs in it on a
+    blocking `Connection`, whichever engine runs it."""
+
+    action: str  # for errors: "SQLStore could not <action>"
+    work: Callable[[Connection], _T]
+
+
+def _query(action: str, statement: Any, read: Callable[[CursorResult[Any]], _T]) -> _Tx[_T]:
+    """The transaction that executes `statement` and reads its result with `read`."""
+    return _Tx(action, lambda conn: read(conn.execute(statement)))
+
+
+def _in_transaction(engine: Engine, tx: _Tx[_T]) -> _T:
+    with _mapped_errors(tx.action), engine.begin() as conn:
+        return tx.work(conn)
+
+
+async def _ain_transaction(engine: AsyncEngine, tx: _Tx[_T]) -> _T:
+    # `run_sync` is how SQLAlchemy runs blocking code on an asyncio connection: the work
+    # is the same function the blocking engine calls, its I/O awaited underneath.
+    with _mapped_errors(tx.action):
+        async with engine.begin() as conn:
+            return await conn.run_sync(tx.work)
+
+
+# -- statements and results -------------------------------------------------------------------
 
 
 def _table(name: str) -> sa.Table:
@@ -303,12 +319,12 @@ def _table(name: str) -> sa.Table:
     )
 
 
-def _select(table: sa.Table, key: str, now: float) -> sa.Select[Any]:
+def _load_statement(table: sa.Table, key: str, now: float) -> sa.Select[Any]:
     c = table.c
     return sa.select(c.data, c.version, c.expires_at).where(c.id == key, c.expires_at > now)
 
 
-def _save(
+def _save_statement(
     table: sa.Table,
     dialect: str,
     key: str,
@@ -337,7 +353,7 @@ def _save(
     ).returning(c.version)
 
 
-def _delete(table: sa.Table, key: str, expected: int | None, now: float) -> Any:
+def _delete_statement(table: sa.Table, key: str, expected: int | None, now: float) -> Any:
     stmt = sa.delete(table).where(table.c.id == key)
     if expected is not None:
         stmt = stmt.where(table.c.version == expected, table.c.expires_at > now)
@@ -345,7 +361,7 @@ def _delete(table: sa.Table, key: str, expected: int | None, now: float) -> Any:
     return stmt.returning(table.c.expires_at > now)
 
 
-def _touch(
+def _touch_statement(
     table: sa.Table, key: str, expires_at: float, expected: int | None, now: float
 ) -> sa.Update:
     c = table.c
@@ -371,7 +387,8 @@ def _scan_batch(table: sa.Table, after: str | None, limit: int) -> sa.Select[Any
     return stmt if after is None else stmt.where(c.id > after)
 
 
-def _record(row: Any) -> Record | None:
+def _record(result: CursorResult[Any]) -> Record | None:
+    row = result.first()
     if row is None:
         return None
     return Record(bytes(row.data), int(row.version), float(row.expires_at))
@@ -379,6 +396,10 @@ def _record(row: Any) -> Record | None:
 
 def _version(row: Any) -> int | None:
     return None if row is None else int(row.version)
+
+
+def _rowcount(result: CursorResult[Any]) -> int:
+    return result.rowcount
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -409,14 +430,6 @@ def _error(action: str, exc: sa.exc.SQLAlchemyError) -> StoreUnavailableError:
 
 @contextlib.contextmanager
 def _mapped_errors(action: str) -> Iterator[None]:
-    try:
-        yield
-    except sa.exc.SQLAlchemyError as exc:
-        raise _error(action, exc) from exc
-
-
-@contextlib.asynccontextmanager
-async def _amapped_errors(action: str) -> AsyncIterator[None]:
     try:
         yield
     except sa.exc.SQLAlchemyError as exc:
