@@ -24,7 +24,6 @@ import platform
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,7 +37,11 @@ from typing import Any, Literal, Self, TypeVar
 
 import httpx
 
+# Shared with the test suite, which starts its servers on free ports too.
+from tests.servers import free_port
+
 __all__ = [
+    "RESULTS_DIR",
     "ROOT",
     "DEFAULT_WORKERS",
     "ClientError",
@@ -52,7 +55,6 @@ __all__ = [
     "count_exceptions",
     "error_lines",
     "first_traceback",
-    "free_port",
     "latency_stats",
     "machine_info",
     "remaining",
@@ -61,6 +63,8 @@ __all__ = [
 
 #: The directory that holds the `benchmarks` package; servers run from here.
 ROOT = Path(__file__).resolve().parent.parent
+#: Where the report goes unless `--output-dir` says otherwise.
+RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 ServerKind = Literal["gunicorn-sync", "uvicorn"]
 #: Where a subject keeps its sessions; "file" subjects are compared with sessionguard's FileStore.
@@ -141,14 +145,6 @@ class ServerError(RuntimeError):
 
 class ClientError(RuntimeError):
     """A client process failed or did not finish in time."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def remaining(deadline: float) -> float:
@@ -565,7 +561,8 @@ _PACKAGES = (
 
 
 def machine_info() -> dict[str, object]:
-    """What the numbers depend on: CPUs, load, Python and package versions, the commit."""
+    """What the numbers depend on: CPUs, load, Python and package versions (the commit is
+    `benchmarks.checkout`'s)."""
     versions: dict[str, str | None] = {}
     for name in _PACKAGES:
         try:
@@ -580,20 +577,4 @@ def machine_info() -> dict[str, object]:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "packages": versions,
-        "commit": _git_commit(),
     }
-
-
-def _git_commit() -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None

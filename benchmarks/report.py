@@ -11,10 +11,12 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .checkout import Checkout
 from .section import Bar, Section
 
 __all__ = ["write_report"]
@@ -27,7 +29,7 @@ def write_report(sections: Sequence[Section], out_dir: Path, meta: Mapping[str, 
     """Write latest.md, latest.json and latest.png into `out_dir`; return the Markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = render_markdown(sections, meta)
-    (out_dir / "latest.md").write_text(markdown, encoding="utf-8")
+    _write(out_dir / "latest.md", markdown)
     report = {
         "meta": dict(meta),
         "sections": [
@@ -44,9 +46,16 @@ def write_report(sections: Sequence[Section], out_dir: Path, meta: Mapping[str, 
         ],
     }
     text = json.dumps(_finite(report), indent=2, ensure_ascii=False, default=str)
-    (out_dir / "latest.json").write_text(text + "\n", encoding="utf-8")
+    _write(out_dir / "latest.json", text + "\n")
     render_chart(sections, meta, out_dir / "latest.png")
     return markdown
+
+
+def _write(path: Path, text: str) -> None:
+    """Write atomically, so that a reader never sees half a results file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 # -- Markdown -----------------------------------------------------------------------------
@@ -102,9 +111,15 @@ def _machine_lines(meta: Mapping[str, Any]) -> list[str]:
         parts.append(f"{machine.get('implementation', 'Python')} {machine['python']}")
     if machine.get("platform"):
         parts.append(str(machine["platform"]))
-    if machine.get("commit"):
-        parts.append(f"commit {machine['commit']}")
+    checkout = _checkout(meta)
+    if checkout is not None:
+        parts.append(checkout.describe())
     lines = ["Machine: " + ", ".join(parts) + "." if parts else ""]
+    if checkout is not None and checkout.dirty:
+        lines.append(
+            f"**Not HEAD's figures**: the work tree had changes not committed to "
+            f"{checkout.commit} when this ran."
+        )
     packages = machine.get("packages")
     if isinstance(packages, Mapping):
         installed = [f"{name} {version}" for name, version in packages.items() if version]
@@ -114,6 +129,14 @@ def _machine_lines(meta: Mapping[str, Any]) -> list[str]:
         if key in meta and meta[key] is not None:
             lines.append(f"{key}: {json.dumps(_finite(meta[key]), default=str)}")
     return [line for line in lines if line] or []
+
+
+def _checkout(meta: Mapping[str, Any]) -> Checkout | None:
+    """The commit the figures were measured on, as `benchmarks.checkout` recorded it."""
+    machine = meta.get("machine", meta)
+    if not isinstance(machine, Mapping) or not machine.get("commit"):
+        return None
+    return Checkout(str(machine["commit"]), dirty=bool(machine.get("dirty")))
 
 
 def _finite(value: Any) -> Any:
@@ -194,7 +217,10 @@ def render_chart(sections: Sequence[Section], meta: Mapping[str, Any], path: Pat
         frameon=False,
     )
     figure.suptitle(f"sessionguard benchmarks, {_date(meta)}", x=0.01, ha="left", fontsize=13)
-    figure.tight_layout(rect=(0, 0, 1, 0.98))
+    checkout = _checkout(meta)
+    if checkout is not None:  # a footer, so the chart never goes about without it
+        figure.text(0.01, 0.005, checkout.describe(), ha="left", va="bottom", fontsize=9)
+    figure.tight_layout(rect=(0, 0.02, 1, 0.98))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 

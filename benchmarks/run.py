@@ -15,6 +15,11 @@ this process. Every scenario becomes a `Section`; `benchmarks.report` writes the
 
 The exit status is 1 when a run failed (server did not start, a client crashed, a time
 limit hit, a local scenario raised), never because of what the numbers are.
+
+The results record the commit they were measured on and whether the work tree had
+uncommitted changes (`benchmarks.checkout`). With such changes the figures are not
+HEAD's: the command warns when it starts and again when it ends, and the report says
+"commit X (+ uncommitted changes)".
 """
 
 from __future__ import annotations
@@ -23,9 +28,6 @@ import argparse
 import contextlib
 import datetime
 import fnmatch
-import json
-import math
-import os
 import shutil
 import signal
 import subprocess
@@ -39,8 +41,11 @@ from typing import Any
 
 import httpx
 
+from .checkout import Watch, recorded
 from .harness import (
     DEFAULT_WORKERS,
+    RESULTS_DIR,
+    ROOT,
     SERVICE_URL_ENV,
     ClientError,
     ClientPool,
@@ -54,13 +59,14 @@ from .harness import (
     machine_info,
     warm_up,
 )
+from .report import write_report
 from .scenarios import SCENARIOS, Scenario, ScenarioError, SubjectRun
 from .section import Section
 from .subjects import all_subjects
 
 __all__ = ["main"]
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results"
+DEFAULT_OUTPUT = RESULTS_DIR
 QUICK = {"clients": 4, "requests": 20}
 FULL = {"clients": 8, "requests": 100}
 #: The local scenarios, in the order they run; `benchmarks.local` implements them.
@@ -402,29 +408,6 @@ def run_local(
     return sections, times, ok
 
 
-def write_results(sections: Sequence[Section], out_dir: Path, meta: Mapping[str, Any]) -> str:
-    """`benchmarks.report.write_report`, or a plain Markdown and JSON without it."""
-    try:
-        from .report import write_report
-    except ModuleNotFoundError as exc:
-        if exc.name != "benchmarks.report":
-            raise
-    else:
-        return write_report(sections, out_dir, meta)
-    lines = [f"# sessionguard benchmarks, {meta['started_at']}", ""]
-    for section in sections:
-        lines += [f"## {section.title}", "", section.markdown.rstrip(), ""]
-        for target in section.targets:
-            verdict = "met" if target.met else "NOT MET"
-            lines.append(f"- {target.description}: {target.measured} ({verdict})")
-        lines.append("")
-    markdown = "\n".join(lines)
-    data = {"meta": dict(meta), "sections": [{"key": s.key, "data": s.data} for s in sections]}
-    _write(out_dir / "latest.md", markdown)
-    _write(out_dir / "latest.json", json.dumps(_finite(data), indent=2, default=str) + "\n")
-    return markdown
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     subjects = all_subjects()
@@ -444,6 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         requests=args.requests or defaults["requests"],
         time_limit=args.time_limit,
     )
+    # Warns now and at the end if the figures will not be HEAD's; earlier results do not count.
+    watch = Watch(ROOT, ignore=[RESULTS_DIR, args.output_dir])
     machine = machine_info()
     started_at = datetime.datetime.now(datetime.UTC)
     started = time.monotonic()
@@ -474,9 +459,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "subjects": [subject.name for subject in selected],
             "wall_times_s": {name: round(seconds, 1) for name, seconds in wall_times.items()},
         },
-        "machine": machine,
+        "machine": {**machine, **recorded(watch.measured())},
     }
-    markdown = write_results(sections, args.output_dir, meta)
+    markdown = write_report(sections, args.output_dir, meta)
     print(markdown)
     print(
         f"wrote {args.output_dir}/latest.md, latest.json and latest.png "
@@ -485,6 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ")",
         file=sys.stderr,
     )
+    watch.warn_again()
     failed = any(
         run.get("status") == "failed"
         for section in sections
@@ -492,22 +478,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(run, Mapping)
     )
     return 0 if local_ok and not failed else 1
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: turn it into null (an empty latency sample gives NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
-
-
-def _write(path: Path, text: str) -> None:
-    """Write atomically, so a reader never sees half a results file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

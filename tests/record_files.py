@@ -3,6 +3,7 @@
 `framed` is a record as `FileStore` writes it now (a 32-byte header holding the deadline,
 then the payload; see `sessionguard/stores/frame.py`). `write_v1` writes one the way
 sessionguard 0.1 did: the payload alone, its deadline only in the file's mtime.
+`record_path` and `lock_path` say where a `FileStore` keeps a key's record and lock.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import hashlib
 import os
 import struct
 from pathlib import Path
+
+from sessionguard.stores import FileStore
 
 
 def framed(payload: bytes, expires_at: float) -> bytes:
@@ -41,3 +44,13 @@ def write_v1(path: Path, payload: bytes, expires_at: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(payload)
     os.utime(path, (expires_at, expires_at))
+
+
+def record_path(store: FileStore, key: str) -> Path:
+    """Where `store` keeps the record of `key`."""
+    return Path(store._locate(key)[1])
+
+
+def lock_path(store: FileStore, key: str) -> Path:
+    """The lock file `store` takes to write `key` (one of a fixed set, shared by keys)."""
+    return Path(store.directory, ".locks", f"{store._locate(key)[2]:02x}")

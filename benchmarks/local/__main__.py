@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import LOCAL_SCENARIOS, LocalParams
 
@@ -27,10 +28,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, help="write latest.md/.json/.png here")
     args = parser.parse_args(argv)
 
-    from ..harness import machine_info
+    from ..checkout import Watch, recorded
+    from ..harness import RESULTS_DIR, ROOT, machine_info
     from ..report import render_markdown, write_report
 
-    meta = {
+    watch = Watch(ROOT, ignore=[RESULTS_DIR, *([args.output_dir] if args.output_dir else [])])
+    meta: dict[str, Any] = {
         "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "quick": args.quick,
@@ -44,12 +47,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         sections.append(LOCAL_SCENARIOS[key](params))
         print(f"  {key}: {time.monotonic() - begun:.1f} s", file=sys.stderr)
     meta["duration_s"] = round(time.monotonic() - started, 1)
+    meta["machine"] = {**meta["machine"], **recorded(watch.measured())}
     if args.output_dir:
         print(write_report(sections, args.output_dir, meta))
         print(f"wrote {args.output_dir}/latest.md, latest.json, latest.png", file=sys.stderr)
     else:
         print(render_markdown(sections, meta))
     print(f"local scenarios: {meta['duration_s']} s wall time", file=sys.stderr)
+    watch.warn_again()
     return 0
 
 

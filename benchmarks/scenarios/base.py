@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from ..harness import ClientPool, RunParams, Server, Subject
-from ..section import Bar, Section
+from ..section import Bar, Section, Target
 
 __all__ = [
     "Result",
@@ -27,6 +27,7 @@ __all__ = [
     "rate_text",
     "ratio_text",
     "run_json",
+    "server_section",
     "sessionguard_bars",
     "summed",
 ]
@@ -244,6 +245,36 @@ def run_json(run: SubjectRun[Any]) -> dict[str, Any]:
         },
         "result": dataclasses.asdict(run.result) if run.result is not None else None,
     }
+
+
+def server_section(
+    scenario: Scenario[_R],
+    runs: Sequence[SubjectRun[_R]],
+    params: RunParams,
+    *,
+    markdown: str,
+    targets: Sequence[Target],
+    bars: Sequence[Bar],
+    **data: Any,
+) -> Section:
+    """A server scenario's `Section`: its table, targets and bars, and for `latest.json` the
+    load, the scenario's own `data`, how the clients send, and every run with its
+    counterpart pairs."""
+    return Section(
+        key=scenario.name,
+        title=scenario.title,
+        markdown=markdown,
+        data={
+            "clients": params.clients,
+            "requests_per_client": params.requests,
+            **data,
+            "client": scenario.client,
+            "runs": [run_json(run) for run in runs],
+            "counterparts": counterpart_json(runs),
+        },
+        targets=tuple(targets),
+        bars=tuple(bars),
+    )
 
 
 def median_of(results: Sequence[_R]) -> _R:

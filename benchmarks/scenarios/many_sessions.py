@@ -30,14 +30,13 @@ from .base import (
     Scenario,
     ScenarioError,
     SubjectRun,
-    counterpart_json,
     counterpart_table,
     exceptions_cell,
     failures,
     median_of,
     merged_counts,
     rate_text,
-    run_json,
+    server_section,
     sessionguard_bars,
     summed,
 )
@@ -322,22 +321,14 @@ def _table(runs: Sequence[SubjectRun[ManyResult]], params: RunParams) -> str:
 
 
 def section(runs: Sequence[SubjectRun[ManyResult]], params: RunParams) -> Section:
-    bars = sessionguard_bars(PANEL, runs, lambda result: result.requests_per_s)
-    data = {
-        "clients": params.clients,
-        "requests_per_client": params.requests,
-        "write_every": WRITE_EVERY,
-        "client": SCENARIO.client,
-        "runs": [run_json(run_) for run_ in runs],
-        "counterparts": counterpart_json(runs),
-    }
-    return Section(
-        key=SCENARIO.name,
-        title=SCENARIO.title,
+    return server_section(
+        SCENARIO,
+        runs,
+        params,
         markdown=_table(runs, params),
-        data=data,
-        targets=tuple(_targets(runs)),
-        bars=tuple(bars),
+        targets=_targets(runs),
+        bars=sessionguard_bars(PANEL, runs, lambda result: result.requests_per_s),
+        write_every=WRITE_EVERY,
     )
 
 

@@ -30,7 +30,6 @@ from .base import (
     Scenario,
     ScenarioError,
     SubjectRun,
-    counterpart_json,
     counterpart_table,
     exceptions_cell,
     failures,
@@ -38,7 +37,7 @@ from .base import (
     merged_counts,
     rate_text,
     ratio_text,
-    run_json,
+    server_section,
     sessionguard_bars,
     summed,
 )
@@ -464,20 +463,8 @@ def section(runs: Sequence[SubjectRun[BurstResult]], params: RunParams) -> Secti
             else None
         ),
     )
-    data = {
-        "clients": params.clients,
-        "requests_per_client": params.requests,
-        "client": SCENARIO.client,
-        "runs": [run_json(run_) for run_ in runs],
-        "counterparts": counterpart_json(runs),
-    }
-    return Section(
-        key=SCENARIO.name,
-        title=SCENARIO.title,
-        markdown=_table(runs, params),
-        data=data,
-        targets=tuple(_targets(runs)),
-        bars=tuple(bars),
+    return server_section(
+        SCENARIO, runs, params, markdown=_table(runs, params), targets=_targets(runs), bars=bars
     )
 
 

@@ -19,7 +19,6 @@ doing anything, so a test can prove the app was not called.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -466,16 +465,3 @@ def session_set_cookie(response: httpx.Response, name: str = "session") -> SetCo
 
 def cookie_header(value: str, name: str = "session") -> str:
     return f"{name}={value}"
-
-
-def tree(root: str | os.PathLike[str]) -> dict[str, bytes | None]:
-    """Every path under `root`, hidden ones included, mapped to its bytes (`None` for a dir)."""
-    found: dict[str, bytes | None] = {}
-    for parent, dirs, files in os.walk(root):
-        for name in dirs:
-            found[os.path.relpath(os.path.join(parent, name), root)] = None
-        for name in files:
-            path = os.path.join(parent, name)
-            with open(path, "rb") as file:
-                found[os.path.relpath(path, root)] = file.read()
-    return found

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from sessionguard.cookie import Signer
+from tests.trees import tree
 
-from .apps import SECRET, CountingFileStore, SetCookie, cookie_header, session_set_cookie, tree
+from .apps import SECRET, CountingFileStore, SetCookie, cookie_header, session_set_cookie
 from .conftest import ClientFactory
 
 SIGNATURE_SHAPE = "A" * 43

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from sessionguard.codec import Envelope, encode
 from sessionguard.options import build_core
+from tests.trees import tree
 
-from .apps import CountingFileStore, cookie_header, session_set_cookie, tree
+from .apps import CountingFileStore, cookie_header, session_set_cookie
 from .conftest import ClientFactory
 
 # What the apps' /count stores on a session's first request, and what /login adds.

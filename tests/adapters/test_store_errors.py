@@ -16,6 +16,7 @@ import pytest
 
 from sessionguard import CorruptionPolicy
 from sessionguard.asgi import SessionMiddleware
+from tests.trees import temp_files, tree
 
 from .apps import (
     CountingFileStore,
@@ -23,7 +24,6 @@ from .apps import (
     SetCookie,
     cookie_header,
     session_set_cookie,
-    tree,
 )
 from .conftest import ClientFactory
 
@@ -72,10 +72,6 @@ FAULTS = [
 ]
 
 
-def _temp_files(root: str) -> list[str]:
-    return [path for path in tree(root) if path.endswith(".tmp")]
-
-
 def _assert_unavailable(response: Any) -> None:
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
@@ -106,7 +102,7 @@ async def test_disk_fault_at_save_answers_503_and_keeps_old_data(
     assert fault.hits == 1
     _assert_unavailable(response)
     assert b"count" not in response.content  # the app's own body is not sent
-    assert _temp_files(store.directory) == []
+    assert temp_files(store.directory) == []
     with open(path, "rb") as file:
         assert file.read() == stored
 

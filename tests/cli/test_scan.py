@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,12 +16,12 @@ from sessionguard.cli import open_store
 from sessionguard.errors import CorruptReason
 from sessionguard.ops import key_hash
 from sessionguard.stores import FileStore
+from tests.servers import PostgresServer, free_port
 
 from .plant import key, plant, valid_payload
 
 if TYPE_CHECKING:
     from tests.cli.conftest import RunCLI, Target
-    from tests.servers import PostgresServer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -159,9 +158,7 @@ def test_scan_reports_temp_files_left_by_killed_writers(tmp_path: Path, run: Run
 
 
 def test_scan_of_an_unreachable_redis_exits_2_with_the_message_and_no_traceback() -> None:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nobody listens on
 
     done = subprocess.run(
         [sys.executable, "-m", "sessionguard", "scan", f"redis://127.0.0.1:{port}/0"],

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from typing import Any, Literal, Protocol
 
 import httpx
 import pytest
+
+from tests.servers import free_port
 
 from .apps.client import COOKIE_NAME, session_cookies
 
@@ -48,13 +49,6 @@ def _exited(pid: int) -> bool:
     # WNOWAIT leaves the zombie in place, so the pid (and its process group id) cannot be
     # reused until Popen.wait() reaps it: killpg below never hits a stranger's group.
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def gunicorn_command(
@@ -129,7 +123,7 @@ class Server:
         self, command: Callable[[int], list[str]], cwd: Path, env: Mapping[str, str]
     ) -> None:
         for _ in range(_PORT_ATTEMPTS):
-            port = _free_port()
+            port = free_port()
             self.base_url = f"http://127.0.0.1:{port}"
             with self.log_path.open("wb") as log:
                 self._process = subprocess.Popen(

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from sessionguard.stores.file import FileStore
-from tests.record_files import deadline_of, framed, payload_of
+from tests.record_files import deadline_of, framed, payload_of, record_path
 
 from .conftest import ServerKind, SessionEnv, StartServer
 from .test_torture import call, init_session, new_async_client, read_session, wait_for
@@ -32,14 +32,10 @@ pytestmark = pytest.mark.integration
 GRACE = 30  # the core's regenerate_grace
 
 
-def record_path(store_dir: Path, session_id: str) -> Path:
-    return Path(FileStore(store_dir)._locate(session_id)[1])
-
-
 def age_the_record(store_dir: Path, session_id: str, seconds: float) -> None:
     """Move the record's deadline `seconds` earlier, as if it was last written that long ago,
     so that a read-only request's refresh is due."""
-    record = record_path(store_dir, session_id)
+    record = record_path(FileStore(store_dir), session_id)
     record.write_bytes(framed(payload_of(record), deadline_of(record) - seconds))
 
 
@@ -79,7 +75,7 @@ async def test_requests_in_flight_on_the_pre_login_id_cannot_ride_the_login(
     assert polled["status"] == 200 and polled["cookies"] == [], polled
     assert read_session(server.base_url, new_cookie) == {"init": "1", "user": "victim"}
 
-    pointer = record_path(session_env.store_dir, old_id)
+    pointer = record_path(FileStore(session_env.store_dir), old_id)
     assert deadline_of(pointer) <= logged_in_at + GRACE, "the pointer was extended"
     assert "Traceback" not in server.log()
 

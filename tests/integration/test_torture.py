@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sessionguard.stores import Record
 from sessionguard.stores.file import FileStore
 
 from .apps import asgi_app
@@ -40,8 +41,19 @@ WAIT_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 30.0
 
 
-def set_ops(client: int, count: int) -> list[Op]:
-    return [("POST", "/set", {"k": f"c{client}-{j}", "v": f"{client}:{j}"}) for j in range(count)]
+def set_ops(client: int, count: int, *, hold_first: bool = False) -> list[Op]:
+    """`count` requests setting distinct keys; with `hold_first`, the first is held
+    (`hold=first-<client>`) between its load and its save until the test releases it."""
+    ops: list[Op] = [
+        ("POST", "/set", {"k": f"c{client}-{j}", "v": f"{client}:{j}"}) for j in range(count)
+    ]
+    if hold_first and ops:
+        ops[0][2]["hold"] = first_hold(client)
+    return ops
+
+
+def first_hold(client: int) -> str:
+    return f"first-{client}"
 
 
 def expected_sets(clients: int, count: int) -> dict[str, str]:
@@ -89,16 +101,19 @@ def failed(results: Sequence[Result], session_id: str) -> list[Result]:
     return [r for r in results if r["status"] != 200 or r["cookie_ids"] != [session_id]]
 
 
-def test_gunicorn_sync_workers_keep_every_concurrent_write(
-    start_server: StartServer, start_clients: StartClients
+async def test_gunicorn_sync_workers_keep_every_concurrent_write(
+    start_server: StartServer, start_clients: StartClients, session_env: SessionEnv
 ) -> None:
-    clients, requests = 4, 50
+    clients, requests = 4, 50  # one worker per client: each holds one request at first
     server = start_server("gunicorn", workers=4)
     cookie, session_id = init_session(server.base_url)
 
     processes = start_clients(
-        server.base_url, cookie, [set_ops(i, requests) for i in range(clients)]
+        server.base_url,
+        cookie,
+        [set_ops(i, requests, hold_first=True) for i in range(clients)],
     )
+    await release_together(session_env.hold_dir, [first_hold(i) for i in range(clients)])
     results = [result for process in processes for result in process.results()]
     data = read_session(server.base_url, cookie)
     server.stop()
@@ -109,13 +124,16 @@ def test_gunicorn_sync_workers_keep_every_concurrent_write(
     assert_clean_server_log(server.log())
 
 
-async def hammer(client: httpx.AsyncClient, cookie: str, tasks: int, requests: int) -> list[Result]:
-    """`tasks` concurrent tasks, each setting `requests` distinct keys one after another."""
+async def hammer(
+    client: httpx.AsyncClient, cookie: str, tasks: int, requests: int, *, hold_first: bool = False
+) -> list[Result]:
+    """`tasks` concurrent tasks, each setting `requests` distinct keys one after another
+    (the first one held as `first-<task>` with `hold_first`: see `set_ops`)."""
 
     async def run(task: int) -> list[Result]:
         return [
-            await call(client, cookie, "/set", k=f"c{task}-{j}", v=f"{task}:{j}")
-            for j in range(requests)
+            await call(client, cookie, path, **params)
+            for _, path, params in set_ops(task, requests, hold_first=hold_first)
         ]
 
     batches = await asyncio.gather(*(run(task) for task in range(tasks)))
@@ -123,14 +141,16 @@ async def hammer(client: httpx.AsyncClient, cookie: str, tasks: int, requests: i
 
 
 async def test_uvicorn_workers_keep_every_concurrent_write(
-    start_server: StartServer,
+    start_server: StartServer, session_env: SessionEnv
 ) -> None:
     tasks, requests = 16, 25
     server = start_server("uvicorn", workers=2)
     cookie, session_id = init_session(server.base_url)
 
     async with new_async_client(server.base_url) as client:
-        results = await hammer(client, cookie, tasks, requests)
+        hammering = asyncio.create_task(hammer(client, cookie, tasks, requests, hold_first=True))
+        await release_together(session_env.hold_dir, [first_hold(t) for t in range(tasks)])
+        results = await hammering
     data = read_session(server.base_url, cookie)
     server.stop()
 
@@ -140,18 +160,35 @@ async def test_uvicorn_workers_keep_every_concurrent_write(
     assert_clean_server_log(server.log())
 
 
+class LoadTogetherFileStore(FileStore):
+    """A real FileStore whose async loads, while `together` is set, each wait until that
+    many have been made: then every request of a round loads before any of them saves."""
+
+    together: asyncio.Barrier | None = None
+
+    async def aload(self, key: str) -> Record | None:
+        record = await super().aload(key)
+        if self.together is not None:
+            await asyncio.wait_for(self.together.wait(), WAIT_TIMEOUT)
+        return record
+
+
 async def test_asgi_app_in_process_keeps_every_concurrent_write(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     tasks, requests = 32, 8
-    store = FileStore(tmp_path, durable=False)
+    store = LoadTogetherFileStore(tmp_path, durable=False)
     transport = httpx.ASGITransport(asgi_app.build_app(store, "in-process-secret"))
     try:
         async with new_async_client("http://testserver", transport=transport) as client:
             response = await client.post("/init")
             cookie = cookie_value(response)
             session_id = cookie.partition(".")[0]
+            # Each task sends its requests one after another, and each request loads once:
+            # the n-th requests of all the tasks load the session before any of them saves.
+            store.together = asyncio.Barrier(tasks)
             results = await hammer(client, cookie, tasks, requests)
+            store.together = None
             final = await call(client, cookie, "/get")
     finally:
         await store.aclose()
@@ -212,6 +249,19 @@ async def wait_for(condition: Callable[[], bool], what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.01)
+
+
+async def release_together(hold_dir: Path, names: Sequence[str]) -> None:
+    """Wait until every request held as one of `names` has loaded the session, then let
+    them all go on: each of them loaded it before any of them saved."""
+    try:
+        await wait_for(
+            lambda: all((hold_dir / f"{name}.loaded").exists() for name in names),
+            f"the {len(names)} held requests to load the session",
+        )
+    finally:
+        for name in names:
+            (hold_dir / f"{name}.go").touch()
 
 
 HOLDS = ("h-set", "h-delete")

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -33,9 +34,8 @@ from sessionguard.stores import FileStore, MemoryStore, Record, Store
 from sessionguard.stores.base import ABSENT, Updater, Write
 from sessionguard.stores.redis import RedisStore
 from sessionguard.stores.sql import SQLStore
-
-if TYPE_CHECKING:
-    from tests.stores.conftest import FakeClock, Tree
+from tests.clock import FakeClock
+from tests.trees import tree
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,28 @@ class StoreAPI:
                 await asyncio.wait_for(waiting, timeout)
         else:
             await asyncio.wait_for(asyncio.gather(*(worker(i) for i in range(count))), timeout)
+
+    def barrier(self, parties: int) -> Callable[[], Awaitable[None]]:
+        """`wait()` for the workers of `run_concurrently`: it returns once `parties` of them
+        have called it, so whatever each did before provably happened before anything
+        any of them does after. Bounded in time, so a broken test fails instead of hanging."""
+        if self.mode == "sync":
+            threads = threading.Barrier(parties, timeout=BARRIER_TIMEOUT)
+
+            async def wait_on_thread() -> None:
+                threads.wait()  # blocks this worker's own thread, whose loop runs nothing else
+
+            return wait_on_thread
+        tasks = asyncio.Barrier(parties)
+
+        async def wait_on_loop() -> None:
+            await asyncio.wait_for(tasks.wait(), BARRIER_TIMEOUT)
+
+        return wait_on_loop
+
+
+#: Seconds a barrier waits for the other workers; reached only when a test is broken.
+BARRIER_TIMEOUT = 30.0
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -398,7 +420,6 @@ async def test_invalid_key_raises_value_error_and_touches_no_file(
     clock: FakeClock,
     key: str,
     tmp_path: Path,
-    tree: Callable[[Path], Tree],
 ) -> None:
     await api.save(KEY, b"existing", expires_at=clock.now + 60)
     before = tree(tmp_path)
@@ -426,16 +447,21 @@ async def test_concurrent_compare_and_swap_writers_lose_no_item(
     api: StoreAPI, clock: FakeClock
 ) -> None:
     deadline = clock.now + 600
+    all_read = api.barrier(WRITERS)
+    first_swaps: list[bool] = []
 
     async def writer(number: int) -> None:
         for n in range(ITEMS_PER_WRITER):
-            for _ in range(MAX_ATTEMPTS):
+            for attempt in range(MAX_ATTEMPTS):
                 record = await api.load(KEY)
                 items = json.loads(record.payload) if record else []
                 expected = record.version if record else ABSENT
-                await asyncio.sleep(0)  # let the other writers in between read and write
+                if n == attempt == 0:
+                    await all_read()  # every writer read the empty record before any swaps
                 payload = json.dumps([*items, f"{number}-{n}"]).encode()
                 saved = await api.save(KEY, payload, expires_at=deadline, expected_version=expected)
+                if n == attempt == 0:
+                    first_swaps.append(saved is not None)
                 if saved is not None:
                     break
             else:
@@ -443,6 +469,7 @@ async def test_concurrent_compare_and_swap_writers_lose_no_item(
 
     await api.run_concurrently(writer, WRITERS)
 
+    assert first_swaps.count(True) == 1  # of writers that all expected "absent", one won
     record = await api.load(KEY)
     assert record is not None
     expected_items = {f"{w}-{n}" for w in range(WRITERS) for n in range(ITEMS_PER_WRITER)}
@@ -552,10 +579,11 @@ async def test_concurrent_requests_changing_different_keys_lose_nothing(
 ) -> None:
     driver = CoreDriver(api, clock)
     key = await driver.create(user="alice")
+    all_loaded = api.barrier(WRITERS)
 
     async def request(number: int) -> None:
         session = await driver.open(key)
-        await asyncio.sleep(0)  # every request loads before the others save
+        await all_loaded()  # every request has loaded the session before any saves
         session[f"k{number}"] = number
         result = await driver.run(driver.core.commit(session))
         assert isinstance(result, tuple) and key in result[0]

@@ -19,16 +19,15 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import pytest
 
 from sessionguard.errors import ConfigurationError, StoreUnavailableError
 from sessionguard.stores import FileStore, Record
-from tests.record_files import deadline_of, framed, payload_of
-
-if TYPE_CHECKING:
-    from tests.stores.conftest import FakeClock, Tree
+from tests.clock import FakeClock
+from tests.record_files import deadline_of, framed, lock_path, payload_of, record_path
+from tests.trees import Tree, temp_files, tree
 
 KEY = "0123456789abcdef0123456789abcdef01234567"
 OTHER = "fedcba9876543210fedcba9876543210fedcba98"
@@ -48,14 +47,6 @@ def store(directory: Path, clock: FakeClock) -> Iterator[FileStore]:
     opened = FileStore(directory, clock=clock)
     yield opened
     opened.close()
-
-
-def record_path(store: FileStore, key: str) -> Path:
-    return Path(store._locate(key)[1])
-
-
-def lock_path(store: FileStore, key: str) -> Path:
-    return Path(store.directory, ".locks", f"{store._locate(key)[2]:02x}")
 
 
 # -- the write path ----------------------------------------------------------------------
@@ -116,7 +107,6 @@ def test_a_flood_of_new_sessions_costs_one_inode_each_beyond_256_directories(
 def test_lock_files_stay_a_bounded_set_and_no_temp_file_remains(
     directory: Path,
     clock: FakeClock,
-    temp_files: Callable[[Path], list[str]],
 ) -> None:
     stripes = 16
     store = FileStore(directory, durable=False, stripes=stripes, clock=clock)
@@ -252,7 +242,6 @@ async def test_fault_at_each_write_step_raises_unavailable_and_keeps_the_old_rec
     clock: FakeClock,
     directory: Path,
     monkeypatch: pytest.MonkeyPatch,
-    temp_files: Callable[[Path], list[str]],
     step: Step,
     mode: str,
 ) -> None:
@@ -295,7 +284,6 @@ def test_temp_file_that_cannot_be_removed_after_a_fault_is_left_for_the_next_wri
     clock: FakeClock,
     directory: Path,
     monkeypatch: pytest.MonkeyPatch,
-    temp_files: Callable[[Path], list[str]],
 ) -> None:
     store.save(KEY, OLD, expires_at=clock.now + 60)
     faults = FaultInjector(monkeypatch, STEPS["write-enospc"])
@@ -406,7 +394,6 @@ def test_purge_removes_orphaned_temp_files_and_keeps_live_records(
     store: FileStore,
     clock: FakeClock,
     directory: Path,
-    temp_files: Callable[[Path], list[str]],
 ) -> None:
     version = store.save(KEY, OLD, expires_at=clock.now + 60)
     assert version is not None
@@ -482,7 +469,7 @@ def test_purge_keeps_a_record_rewritten_after_it_listed_the_directory(
 
 
 def test_purge_leaves_files_that_are_not_records_alone(
-    store: FileStore, clock: FakeClock, directory: Path, tree: Callable[[Path], Tree]
+    store: FileStore, clock: FakeClock, directory: Path
 ) -> None:
     store.save(KEY, OLD, expires_at=clock.now + 10)
     fan_out = record_path(store, KEY).parent

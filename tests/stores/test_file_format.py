@@ -12,7 +12,6 @@ import os
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,10 +21,8 @@ from sessionguard.record import decode_record
 from sessionguard.stores import FileStore, Record
 from sessionguard.stores.base import Write
 from sessionguard.stores.file import _old_path
-from tests.record_files import deadline_of, framed, payload_of, write_v1
-
-if TYPE_CHECKING:
-    from tests.stores.conftest import FakeClock
+from tests.clock import FakeClock
+from tests.record_files import deadline_of, framed, payload_of, record_path, write_v1
 
 KEY = "0123456789abcdef0123456789abcdef01234567"
 OTHER = "fedcba9876543210fedcba9876543210fedcba98"
@@ -37,10 +34,6 @@ def store(tmp_path: Path, clock: FakeClock) -> Iterator[FileStore]:
     opened = FileStore(tmp_path / "sessions", clock=clock)
     yield opened
     opened.close()
-
-
-def path_of(store: FileStore, key: str) -> Path:
-    return Path(store._locate(key)[1])
 
 
 def overwrite_in_place(path: Path, raw: bytes) -> None:
@@ -65,7 +58,7 @@ def test_the_deadline_comes_from_the_bytes_whatever_the_mtime(
     store: FileStore, clock: FakeClock, mtime: float
 ) -> None:
     version = store.save(KEY, PAYLOAD, expires_at=clock.now + 60)
-    os.utime(path_of(store, KEY), (mtime, mtime))
+    os.utime(record_path(store, KEY), (mtime, mtime))
 
     assert store.load(KEY) == Record(PAYLOAD, version or 0, clock.now + 60)
     clock.advance(61)
@@ -81,7 +74,7 @@ def test_touch_rewrites_the_deadline_in_the_header_and_keeps_the_version(
 
     assert store.touch(KEY, clock.now + 60)
 
-    path = path_of(store, KEY)
+    path = record_path(store, KEY)
     assert path.read_bytes() == framed(PAYLOAD, clock.now + 60)
     assert store.load(KEY) == Record(PAYLOAD, version or 0, clock.now + 60)
 
@@ -93,7 +86,7 @@ def test_every_truncation_of_a_record_is_corrupt_even_past_its_deadline(
     store: FileStore, clock: FakeClock
 ) -> None:
     store.save(KEY, PAYLOAD, expires_at=clock.now + 60)
-    path = path_of(store, KEY)
+    path = record_path(store, KEY)
     whole = path.read_bytes()
     clock.advance(3600)  # long past the deadline: damage must still show as damage
     for length in range(len(whole)):
@@ -106,7 +99,7 @@ def test_every_truncation_of_a_record_is_corrupt_even_past_its_deadline(
 
 def test_every_flipped_bit_of_a_record_is_corrupt(store: FileStore, clock: FakeClock) -> None:
     store.save(KEY, PAYLOAD, expires_at=clock.now + 60)
-    path = path_of(store, KEY)
+    path = record_path(store, KEY)
     whole = path.read_bytes()
     for position in range(len(whole)):
         for bit in range(8):
@@ -133,7 +126,7 @@ def test_a_foreign_file_is_corrupt_whatever_its_mtime(
     store: FileStore, clock: FakeClock, raw: bytes, reason: CorruptReason
 ) -> None:
     store.save(KEY, PAYLOAD, expires_at=clock.now + 60)
-    path = path_of(store, KEY)
+    path = record_path(store, KEY)
     for mtime in (0.0, clock.now, clock.now + 3600):
         overwrite_in_place(path, raw)
         os.utime(path, (mtime, mtime))
@@ -144,7 +137,7 @@ def test_a_damaged_record_is_never_touched_and_deleted_only_by_its_version(
     store: FileStore, clock: FakeClock
 ) -> None:
     store.save(KEY, PAYLOAD, expires_at=clock.now + 60)
-    path = path_of(store, KEY)
+    path = record_path(store, KEY)
     damaged = path.read_bytes()[:-1]
     overwrite_in_place(path, damaged)
 
@@ -164,18 +157,19 @@ def test_purge_removes_only_intact_expired_records(store: FileStore, clock: Fake
     for key in keys:
         store.save(key, PAYLOAD, expires_at=clock.now + 60)
     expired_intact, damaged_old, pickled_old, live, v1_expired, v1_damaged = keys
-    overwrite_in_place(path_of(store, damaged_old), path_of(store, damaged_old).read_bytes()[:40])
-    overwrite_in_place(path_of(store, pickled_old), pickle.dumps({"user_id": 7}))
+    damaged = record_path(store, damaged_old)
+    overwrite_in_place(damaged, damaged.read_bytes()[:40])
+    overwrite_in_place(record_path(store, pickled_old), pickle.dumps({"user_id": 7}))
     store.save(live, PAYLOAD, expires_at=clock.now + 7200)
-    write_v1(path_of(store, v1_expired), PAYLOAD, clock.now + 30)
-    write_v1(path_of(store, v1_damaged), PAYLOAD[:-1] + b"\x00", clock.now + 30)
+    write_v1(record_path(store, v1_expired), PAYLOAD, clock.now + 30)
+    write_v1(record_path(store, v1_damaged), PAYLOAD[:-1] + b"\x00", clock.now + 30)
     for key in (damaged_old, pickled_old):
-        os.utime(path_of(store, key), (0, 0))
+        os.utime(record_path(store, key), (0, 0))
     clock.advance(3600)
 
     assert store.purge_expired() == 2
 
-    gone = {key for key in keys if not path_of(store, key).exists()}
+    gone = {key for key in keys if not record_path(store, key).exists()}
     assert gone == {expired_intact, v1_expired}
 
 
@@ -185,7 +179,7 @@ def test_purge_removes_only_intact_expired_records(store: FileStore, clock: Fake
 def test_a_0_1_record_loads_with_its_mtime_as_the_deadline(
     store: FileStore, clock: FakeClock
 ) -> None:
-    path = path_of(store, KEY)
+    path = record_path(store, KEY)
     write_v1(path, PAYLOAD, clock.now + 60)
 
     record = store.load(KEY)
@@ -196,7 +190,7 @@ def test_a_0_1_record_loads_with_its_mtime_as_the_deadline(
 
 
 def test_a_damaged_0_1_record_is_corrupt_not_expired(store: FileStore, clock: FakeClock) -> None:
-    path = path_of(store, KEY)
+    path = record_path(store, KEY)
     write_v1(path, PAYLOAD, clock.now + 60)
     overwrite_in_place(path, PAYLOAD[: len(PAYLOAD) // 2])  # fresh mtime: "now", i.e. past
 
@@ -206,7 +200,7 @@ def test_a_damaged_0_1_record_is_corrupt_not_expired(store: FileStore, clock: Fa
 def test_touch_gives_a_0_1_record_its_header_and_keeps_its_version(
     store: FileStore, clock: FakeClock
 ) -> None:
-    path = path_of(store, KEY)
+    path = record_path(store, KEY)
     write_v1(path, PAYLOAD, clock.now + 60)
     before = store.load(KEY)
     assert before is not None
@@ -223,7 +217,7 @@ def test_touch_gives_a_0_1_record_its_header_and_keeps_its_version(
 
 
 def test_a_0_1_record_is_upgraded_by_its_next_save(store: FileStore, clock: FakeClock) -> None:
-    path = path_of(store, KEY)
+    path = record_path(store, KEY)
     write_v1(path, PAYLOAD, clock.now + 60)
     store.save(OTHER, PAYLOAD, expires_at=clock.now + 60)  # a neighbour in another format
 
@@ -238,14 +232,14 @@ def test_a_0_1_record_is_upgraded_by_its_next_save(store: FileStore, clock: Fake
 # -- records in the two-level layout of earlier versions ---------------------------------
 
 
-def old_path_of(store: FileStore, key: str) -> Path:
+def old_record_path(store: FileStore, key: str) -> Path:
     return Path(_old_path(store.directory, key))
 
 
 def test_a_record_in_the_old_two_level_layout_is_read_and_moved_up_by_its_next_write(
     store: FileStore, clock: FakeClock
 ) -> None:
-    old = old_path_of(store, KEY)
+    old = old_record_path(store, KEY)
     write_v1(old, PAYLOAD, clock.now + 60)
 
     record = store.load(KEY)
@@ -254,17 +248,17 @@ def test_a_record_in_the_old_two_level_layout_is_read_and_moved_up_by_its_next_w
     assert store.touch(KEY, clock.now + 600)
 
     assert not old.exists()
-    assert path_of(store, KEY).read_bytes() == framed(PAYLOAD, clock.now + 600)
+    assert record_path(store, KEY).read_bytes() == framed(PAYLOAD, clock.now + 600)
 
 
 def test_delete_and_purge_find_records_in_the_old_layout(
     store: FileStore, clock: FakeClock
 ) -> None:
-    write_v1(old_path_of(store, KEY), PAYLOAD, clock.now + 60)
-    write_v1(old_path_of(store, OTHER), PAYLOAD, clock.now + 30)
+    write_v1(old_record_path(store, KEY), PAYLOAD, clock.now + 60)
+    write_v1(old_record_path(store, OTHER), PAYLOAD, clock.now + 30)
     clock.advance(45)
 
     assert store.purge_expired() == 1
-    assert not old_path_of(store, OTHER).exists()
+    assert not old_record_path(store, OTHER).exists()
     assert store.delete(KEY) is True
-    assert not old_path_of(store, KEY).exists()
+    assert not old_record_path(store, KEY).exists()

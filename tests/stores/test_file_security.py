@@ -28,13 +28,13 @@ from sessionguard.policy import CorruptionPolicy
 from sessionguard.stores import FileStore
 from sessionguard.stores.base import Write, key_hash
 from sessionguard.stores.file import _old_path
+from tests.clock import FakeClock
 from tests.planted import KINDS, SECRET, Kind, mode_of, plant, secret_file, umask, within_time
-from tests.record_files import framed
+from tests.record_files import framed, lock_path, record_path
+from tests.trees import tree
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
-
-    from tests.stores.conftest import FakeClock
 
 KEY = "0123456789abcdef0123456789abcdef01234567"
 RAW_ID = re.compile(r"[0-9a-f]{40}")
@@ -62,28 +62,9 @@ def store(directory: Path, clock: FakeClock) -> Iterator[FileStore]:
     opened.close()
 
 
-def record_path(store: FileStore, key: str = KEY) -> Path:
-    return Path(store._locate(key)[1])
-
-
 def old_record_path(store: FileStore, key: str = KEY) -> Path:
     """Where stores before 0.2 kept the record: two fan-out levels deep (still read)."""
     return Path(_old_path(store.directory, key))
-
-
-def lock_path(store: FileStore, key: str = KEY) -> Path:
-    return Path(store.directory, ".locks", f"{store._locate(key)[2]:02x}")
-
-
-def everything_under(root: Path) -> dict[str, bytes | None]:
-    """Every name under `root` (links not followed), with a file's bytes or `None`."""
-    found: dict[str, bytes | None] = {}
-    for parent, dirs, files in os.walk(root):
-        for name in [*dirs, *files]:
-            path = Path(parent, name)
-            regular = stat.S_ISREG(os.lstat(path).st_mode)
-            found[str(path.relative_to(root))] = path.read_bytes() if regular else None
-    return found
 
 
 # -- the directories ---------------------------------------------------------------------
@@ -97,7 +78,7 @@ def test_every_directory_the_store_creates_is_0700_whatever_the_umask(
     with umask(mask):
         store = FileStore(root, clock=clock)
         store.save(KEY, b"data", expires_at=clock.now + 60)
-    parent = record_path(store).parent
+    parent = record_path(store, KEY).parent
 
     created = [tmp_path / "srv", tmp_path / "srv" / "app", root, root / ".locks"]
     created += [parent.parent, parent]
@@ -184,7 +165,7 @@ def test_the_store_directory_may_be_a_link_the_operator_made_judged_by_its_targe
     version = store.save(KEY, b"data", expires_at=clock.now + 60)
     record = store.load(KEY)
     assert record is not None and record.version == version
-    assert (real / record_path(store).relative_to(link)).is_file()
+    assert (real / record_path(store, KEY).relative_to(link)).is_file()
 
     real.chmod(0o777)
     with pytest.raises(ConfigurationError, match="writable by group or others"):
@@ -195,12 +176,12 @@ def test_the_store_directory_may_be_a_link_the_operator_made_judged_by_its_targe
 def test_a_symlinked_fan_out_directory_is_refused_and_nothing_outside_is_written(
     store: FileStore, clock: FakeClock, outside: Path, level: str
 ) -> None:
-    parent = record_path(store).parent
+    parent = record_path(store, KEY).parent
     if level == "top":
         link = parent
     else:  # the second level of the layout before 0.2, which is still read
         parent.mkdir(mode=0o700)
-        link = old_record_path(store).parent
+        link = old_record_path(store, KEY).parent
     link.symlink_to(outside, target_is_directory=True)
 
     calls: list[Callable[[], object]] = [
@@ -213,7 +194,7 @@ def test_a_symlinked_fan_out_directory_is_refused_and_nothing_outside_is_written
             call()
         assert f"{str(link)!r}: it is a symbolic link" in str(caught.value)
         assert "rm " in str(caught.value)
-    assert everything_under(outside) == {}
+    assert tree(outside) == {}
     assert link.is_symlink()  # reported, not removed: the operator decides
 
 
@@ -221,7 +202,7 @@ def test_a_symlinked_fan_out_directory_is_refused_and_nothing_outside_is_written
 def test_a_fan_out_directory_not_ours_alone_is_refused_with_the_fix(
     store: FileStore, clock: FakeClock, problem: str
 ) -> None:
-    parent = record_path(store).parent
+    parent = record_path(store, KEY).parent
     parent.mkdir(parents=True, mode=0o700)
     if problem == "group-writable":
         parent.chmod(0o775)
@@ -245,7 +226,7 @@ def test_each_fan_out_directory_is_checked_once_per_store(
 ) -> None:
     FileStore(directory).save(KEY, b"data", expires_at=clock.now + 60)  # another process
     store = FileStore(directory, clock=clock)
-    parent = record_path(store).parent
+    parent = record_path(store, KEY).parent
     checked: list[str] = []
     real_lstat = os.lstat
 
@@ -270,7 +251,7 @@ def test_whatever_is_at_the_temp_file_name_is_removed_and_never_written_through(
     store: FileStore, clock: FakeClock, outside: Path, planted: str
 ) -> None:
     store.save(KEY, b"old", expires_at=clock.now + 60)
-    temp = record_path(store).with_name(f".{KEY}.tmp")
+    temp = record_path(store, KEY).with_name(f".{KEY}.tmp")
     secret = secret_file(outside)
     if planted == "link_to_file":
         temp.symlink_to(secret)
@@ -286,8 +267,8 @@ def test_whatever_is_at_the_temp_file_name_is_removed_and_never_written_through(
     record = store.load(KEY)
     assert record is not None and record.payload == b"new"
     assert not os.path.lexists(temp)
-    assert stat.S_ISREG(os.lstat(record_path(store)).st_mode)
-    assert everything_under(outside) == {"shadow": SECRET}
+    assert stat.S_ISREG(os.lstat(record_path(store, KEY)).st_mode)
+    assert tree(outside) == {"shadow": SECRET}
     assert mode_of(secret) == 0o600
 
 
@@ -295,10 +276,10 @@ def test_whatever_is_at_the_temp_file_name_is_removed_and_never_written_through(
 def test_a_planted_lock_file_link_is_refused_and_nothing_outside_is_opened(
     store: FileStore, clock: FakeClock, outside: Path, target: str
 ) -> None:
-    lock = lock_path(store)
+    lock = lock_path(store, KEY)
     pointed = outside / "lock" if target == "dangling" else secret_file(outside)
     lock.symlink_to(pointed)
-    before = everything_under(outside)
+    before = tree(outside)
 
     calls: list[Callable[[], object]] = [
         lambda: store.save(KEY, b"data", expires_at=clock.now + 60),
@@ -312,16 +293,16 @@ def test_a_planted_lock_file_link_is_refused_and_nothing_outside_is_opened(
         assert repr(str(lock)) in message and "where its lock file should be" in message
         assert not RAW_ID.search(message)
 
-    assert everything_under(outside) == before
+    assert tree(outside) == before
     assert lock.is_symlink()
-    assert not record_path(store).exists()
+    assert not record_path(store, KEY).exists()
 
 
 @pytest.mark.parametrize("level", ["top", "second"])
 def test_purge_scan_and_leftover_temp_files_never_descend_into_a_symlinked_fan_out_dir(
     store: FileStore, clock: FakeClock, outside: Path, level: str
 ) -> None:
-    parent = record_path(store).parent
+    parent = record_path(store, KEY).parent
     # Outside, a tree that looks like the store's: an expired record and a temp file.
     mirror = outside
     (mirror / KEY).write_bytes(framed(b"not the store's", clock.now - 3600))
@@ -330,14 +311,14 @@ def test_purge_scan_and_leftover_temp_files_never_descend_into_a_symlinked_fan_o
         parent.symlink_to(outside, target_is_directory=True)
     else:  # the second level of the layout before 0.2
         parent.mkdir(mode=0o700)
-        old_record_path(store).parent.symlink_to(outside, target_is_directory=True)
-    before = everything_under(outside)
+        old_record_path(store, KEY).parent.symlink_to(outside, target_is_directory=True)
+    before = tree(outside)
 
     assert list(store.scan()) == []
     assert store.leftover_temp_files() == []
     assert store.purge_expired() == 0
 
-    assert everything_under(outside) == before
+    assert tree(outside) == before
 
 
 # -- only regular files are read, and only so much ---------------------------------------
@@ -347,10 +328,10 @@ def test_purge_scan_and_leftover_temp_files_never_descend_into_a_symlinked_fan_o
 def test_anything_but_a_regular_file_at_a_record_name_is_damaged_and_never_read(
     store: FileStore, clock: FakeClock, outside: Path, kind: Kind
 ) -> None:
-    path = record_path(store)
+    path = record_path(store, KEY)
     path.parent.mkdir(parents=True, mode=0o700)
     plant(kind, path, outside)
-    before = everything_under(outside)
+    before = tree(outside)
 
     record = within_time(lambda: store.load(KEY))
     assert record is not None and record.damage is not None
@@ -367,13 +348,13 @@ def test_anything_but_a_regular_file_at_a_record_name_is_damaged_and_never_read(
     # What the corruption policy and `purge --corrupt` do: remove it by its version.
     assert within_time(lambda: store.delete(KEY, expected_version=record.version))
     assert not os.path.lexists(path)
-    assert everything_under(outside) == before
+    assert tree(outside) == before
 
 
 def test_a_delete_by_version_misses_when_the_name_was_given_to_another_file(
     store: FileStore, outside: Path
 ) -> None:
-    path = record_path(store)
+    path = record_path(store, KEY)
     path.parent.mkdir(parents=True, mode=0o700)
     os.mkfifo(path)
     seen = within_time(lambda: store.load(KEY))
@@ -389,7 +370,7 @@ def test_a_delete_by_version_misses_when_the_name_was_given_to_another_file(
 def test_a_file_over_max_record_size_is_oversized_and_never_read(
     store: FileStore, clock: FakeClock, over: int
 ) -> None:
-    path = record_path(store)
+    path = record_path(store, KEY)
     path.parent.mkdir(parents=True, mode=0o700)
     with open(path, "wb") as file:  # sparse: nothing of it is on disk
         file.truncate(store.max_record_size + over)
@@ -409,7 +390,7 @@ def test_max_record_size_bounds_what_is_read_and_what_is_written(
     directory: Path, clock: FakeClock
 ) -> None:
     store = FileStore(directory, max_record_size=1024, clock=clock)
-    path = record_path(store)
+    path = record_path(store, KEY)
     path.parent.mkdir(parents=True, mode=0o700)
     path.write_bytes(framed(b"x" * (1024 - 32), clock.now + 60))  # exactly the limit
     at_limit = store.load(KEY)
@@ -465,7 +446,7 @@ def test_a_link_to_a_secret_at_a_session_record_is_quarantined_empty_and_only_un
     assert copy.read_bytes() == b""
     assert mode_of(quarantine) == mode_of(quarantine.parent) == 0o700
     assert not os.path.lexists(path)
-    assert everything_under(outside) == {"shadow": SECRET}
+    assert tree(outside) == {"shadow": SECRET}
 
 
 # -- no raw session id in any message ----------------------------------------------------
@@ -488,7 +469,7 @@ def targets(store: FileStore) -> dict[str, str]:
     return {
         "record": path,
         "temp": os.path.join(parent, f".{KEY}.tmp"),
-        "lock": str(lock_path(store)),
+        "lock": str(lock_path(store, KEY)),
         "parent": parent,
         "top": os.path.dirname(parent),
     }

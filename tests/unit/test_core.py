@@ -20,23 +20,10 @@ from sessionguard.policy import Action, CorruptionEvent, CorruptionPolicy, Error
 from sessionguard.session import Session
 from sessionguard.stores.base import UPDATE_ATTEMPTS, Record, Updater, update_by_swap
 from sessionguard.stores.memory import MemoryStore
+from tests.clock import START, FakeClock
 
 SECRET = "unit-test-secret"
-START = 1_700_000_000.0
 FAR_FUTURE = START + 10 * 365 * 24 * 3600
-
-
-class FakeClock:
-    """A clock that moves only when the test says so."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class CountingStore(MemoryStore):
@@ -66,11 +53,6 @@ class CountingStore(MemoryStore):
 
     def writes(self) -> int:
         return self.calls["save"] + self.calls["delete"] + self.calls["touch"]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
