@@ -81,7 +81,7 @@ class AdoptingCore(SessionCore):
         now = self.clock()
         claim = Claim(
             record.version if record is not None else None,
-            Write(self.payload({}, now, moved_to=session.id), now + legacy.max_age),
+            Write(self.payload({}, now, moved_to=session._sg.id), now + legacy.max_age),
         )
         claimed: Updated[bool] = yield Update(key, claim)
         if not claimed.found:
@@ -103,9 +103,10 @@ class AdoptingCore(SessionCore):
             self.cookie.path,
             self.cookie.domain,
         ):
-            session.stale_cookie = True  # the same cookie: our own Set-Cookie replaces or clears it
+            # The same cookie: our own Set-Cookie replaces or clears it.
+            session._sg.stale_cookie = True
         else:
-            session.legacy_clear = legacy.clear_header()
+            session._sg.legacy_clear = legacy.clear_header()
         return session
 
 

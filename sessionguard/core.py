@@ -205,7 +205,7 @@ class SessionCore:
 
     def _fresh(self, read_only: bool, *, stale_cookie: bool) -> Session:
         session = self.session_class(read_only=read_only)
-        session.stale_cookie = stale_cookie
+        session._sg.stale_cookie = stale_cookie
         return session
 
     def _corrupt(
@@ -279,7 +279,7 @@ class SessionCore:
         stored before: a new one would be unreachable without its cookie, so it is
         dropped, with a debug line. Nothing is returned for it.
         """
-        if session.read_only and session.loaded is None:
+        if session.read_only and session._sg.loaded is None:
             if session.modified:
                 logger.debug("a new session changed over a websocket was not saved (no cookie)")
             return ()
@@ -289,7 +289,7 @@ class SessionCore:
         if session.read_only:
             return ()  # saved server-side; a websocket cannot carry a cookie
         cookies = (saved.cookie,) if saved.cookie is not None else ()
-        return (*cookies, session.legacy_clear) if session.legacy_clear else cookies
+        return (*cookies, session._sg.legacy_clear) if session._sg.legacy_clear else cookies
 
     def save(
         self, session: Session, *, lifetime: float | None = None
@@ -305,19 +305,19 @@ class SessionCore:
         try:
             return (yield from self._commit(session, lifetime))
         except (StoreUnavailableError, ConflictError) as exc:
-            self._log_unavailable("save", session.id, exc)
+            self._log_unavailable("save", session._sg.id, exc)
             return self.policy.unavailable_response(exc)
         except SessionTooLargeError as exc:
             logger.warning(
                 "session %s not saved: %s",
-                key_hash(session.id),
+                key_hash(session._sg.id),
                 exc,
-                extra={"event": EventKind.TOO_LARGE, "session": key_hash(session.id)},
+                extra={"event": EventKind.TOO_LARGE, "session": key_hash(session._sg.id)},
             )
-            self._emit(EventKind.TOO_LARGE, session.id)
+            self._emit(EventKind.TOO_LARGE, session._sg.id)
             return self.policy.too_large_response()
         except _Rotated:
-            loaded = session.loaded
+            loaded = session._sg.loaded
             logger.info(
                 "save refused: session %s was regenerated while this request ran",
                 key_hash(loaded.key) if loaded else "-",
@@ -363,14 +363,14 @@ class SessionCore:
         self._emit(kind, key, str(exc))
 
     def _commit(self, session: Session, lifetime: float | None) -> Flow[Saved]:
-        loaded = session.loaded
-        if session.invalidated and loaded is not None:
+        loaded = session._sg.loaded
+        if session._sg.invalidated and loaded is not None:
             self._emit(EventKind.INVALIDATE, loaded.key)
             yield Delete(loaded.key)  # unconditional: logout wins over any concurrent save
-        if session.regenerated and loaded is not None:
+        if session._sg.regenerated and loaded is not None:
             self._emit(EventKind.REGENERATE, loaded.key)
             return (yield from self._regenerate(session, loaded, lifetime))
-        if loaded is None or session.invalidated:
+        if loaded is None or session._sg.invalidated:
             return (yield from self._create(session, lifetime))
         if session.modified:
             return (yield from self._update(session, loaded, lifetime))
@@ -407,16 +407,16 @@ class SessionCore:
 
     def _create(self, session: Session, lifetime: float | None) -> Flow[Saved]:
         if not session and not self.keep_empty:
-            stale = session.stale_cookie or session.invalidated
+            stale = session._sg.stale_cookie or session._sg.invalidated
             return Saved(self.cookie.clear_header() if stale else None)
         now = self.clock()
         payload = self.payload(dict(session), now)
         expires_at = self.deadline(now, lifetime)
-        version = yield Save(session.id, payload, expires_at, ABSENT)
+        version = yield Save(session._sg.id, payload, expires_at, ABSENT)
         if version is None:  # pragma: no cover - a 160-bit random id that already exists
             raise ConflictError("a freshly generated session id already exists in the store")
-        stored = Loaded(session.id, version, now, expires_at)
-        return Saved(self.cookie.set_header(self.signer.sign(session.id)), stored)
+        stored = Loaded(session._sg.id, version, now, expires_at)
+        return Saved(self.cookie.set_header(self.signer.sign(session._sg.id)), stored)
 
     def _refresh(self, loaded: Loaded, lifetime: float | None) -> Flow[Saved]:
         """Slide the idle deadline of a session this request only read."""
@@ -506,7 +506,7 @@ class SessionCore:
         The new id inherits the creation time: rotating ids must not extend the absolute
         lifetime (apps that rotate every few minutes would otherwise never expire).
         """
-        new_key, created_at = session.id, loaded.created_at
+        new_key, created_at = session._sg.id, loaded.created_at
         first = dict(session)
         payload = self.payload(first, created_at)
         expires_at = self.deadline(created_at, lifetime)
@@ -514,7 +514,7 @@ class SessionCore:
         if new_version is None:  # pragma: no cover - see _create
             raise ConflictError("a freshly generated session id already exists in the store")
         now = self.clock()
-        carry = session.carry_in_flight
+        carry = session._sg.carry_in_flight
         pointer = self.payload(CARRY_MARK if carry else {}, now, moved_to=new_key)
         # The pointer's deadline is fixed here: nothing refreshes a pointer (see _refresh).
         moved: Updated[Moved] = yield Update(

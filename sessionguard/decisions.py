@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from .codec import Envelope
 from .errors import CorruptSessionError
-from .session import Session
+from .session import Session, apply_changes
 from .stores.base import Record, Write
 
 __all__ = ["CARRY_MARK", "Carried", "Carry", "Claim", "Merge", "Merged", "Move", "Moved", "Records"]
@@ -105,7 +105,7 @@ class Merge:
             if envelope.data == CARRY_MARK:
                 return None, Merged(moved_to=envelope.moved_to)
             return None, Merged(rotated=True)
-        data = self.session.apply_changes(envelope.data)
+        data = apply_changes(self.session, envelope.data)
         if not data and not self.core.keep_empty:
             # An emptied session is deleted, as a new empty one is never stored.
             return Write(None), Merged(data, emptied=True)
@@ -185,7 +185,7 @@ class Carry:
     def __call__(self, record: Record | None) -> tuple[Write | None, Carried | None]:
         if record is None:
             return None, None  # the new session was deleted meanwhile: leave it so
-        data = self.session.apply_changes(self.newest_old)
+        data = apply_changes(self.session, self.newest_old)
         try:
             current = self.core.decode_record(record).data
         except CorruptSessionError:

@@ -146,12 +146,12 @@ class SessionInterface(_FlaskSessionInterface):
                 response.delete_cookie(name, **self._cookie(app))
                 response.vary.add("Cookie")
             sent = True
-        stored = session.loaded is not None and not session.invalidated
+        stored = session._sg.loaded is not None and not session._sg.invalidated
         # Read without marking the session accessed: that is the app's doing, not ours.
         permanent = bool(dict.get(session, "_permanent", False))
         if not sent and stored and permanent and app.config["SESSION_REFRESH_EACH_REQUEST"]:
             # Flask re-sends a permanent session's cookie so that its expiry slides.
-            self._set_cookie(app, session, response, core.signer.sign(session.id))
+            self._set_cookie(app, session, response, core.signer.sign(session._sg.id))
 
     # -- ours ----------------------------------------------------------------------------
 

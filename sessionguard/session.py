@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .cookie import new_id
 from .values import check_storable
 
-__all__ = ["Loaded", "Session"]
+__all__ = ["Loaded", "Session", "Tracking", "apply_changes", "saved_as"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,29 @@ class Loaded:
     version: int
     created_at: float
     expires_at: float
+
+
+@dataclass(slots=True)
+class Tracking:
+    """The core's bookkeeping of one request's session: where it came from and what the
+    request did to it. Not the app's business: it lives in `Session._sg`, and only
+    sessionguard's own modules read or change it."""
+
+    id: str
+    loaded: Loaded | None
+    # Over a websocket: changes are saved server-side, but no cookie can be sent, so
+    # nothing that needs one (regenerate, invalidate) is possible.
+    read_only: bool
+    set_keys: set[str] = field(default_factory=set)
+    deleted_keys: set[str] = field(default_factory=set)
+    regenerated: bool = False
+    carry_in_flight: bool = False
+    invalidated: bool = False
+    # The request carried a cookie that leads nowhere (bad signature, expired, reset):
+    # clear it unless this session ends up saved under a new id.
+    stale_cookie: bool = False
+    # Adopted from another backend's cookie: the Set-Cookie that clears that cookie.
+    legacy_clear: str | None = None
 
 
 class Session(dict[str, Any]):
@@ -42,40 +65,32 @@ class Session(dict[str, Any]):
         read_only: bool = False,
     ) -> None:
         super().__init__(data or {})
-        self.loaded = loaded
-        self.id = loaded.key if loaded else new_id()
-        # Over a websocket: changes are saved server-side, but no cookie can be sent, so
-        # nothing that needs one (regenerate, invalidate) is possible.
-        self.read_only = read_only
-        self.set_keys: set[str] = set()
-        self.deleted_keys: set[str] = set()
+        self._sg = Tracking(loaded.key if loaded else new_id(), loaded, read_only)
         self.accessed = False
-        self.regenerated = False
-        self.carry_in_flight = False
-        self.invalidated = False
-        # The request carried a cookie that leads nowhere (bad signature, expired, reset):
-        # clear it unless this session ends up saved under a new id.
-        self.stale_cookie = False
-        # Adopted from another backend's cookie: the Set-Cookie that clears that cookie.
-        self.legacy_clear: str | None = None
 
     @property
     def is_new(self) -> bool:
         """True when no stored record backs this session (yet)."""
-        return self.loaded is None
+        return self._sg.loaded is None
+
+    @property
+    def read_only(self) -> bool:
+        """True over a websocket: changes are saved, but nothing that needs a cookie."""
+        return self._sg.read_only
 
     @property
     def modified(self) -> bool:
-        return bool(self.set_keys or self.deleted_keys) or self.regenerated
+        sg = self._sg
+        return bool(sg.set_keys or sg.deleted_keys) or sg.regenerated
 
     @modified.setter
     def modified(self, value: bool) -> None:
         if value:
             self.accessed = True
-            self.set_keys.update(self)
+            self._sg.set_keys.update(self)
         else:
-            self.set_keys.clear()
-            self.deleted_keys.clear()
+            self._sg.set_keys.clear()
+            self._sg.deleted_keys.clear()
 
     def mark_accessed(self) -> None:
         """Note that the app looked at the session (the response then varies by cookie)."""
@@ -98,12 +113,13 @@ class Session(dict[str, Any]):
         """
         self._needs_cookie("regenerate()")
         self.accessed = True
-        self.id = new_id()
+        sg = self._sg
+        sg.id = new_id()
         # After invalidate() this already is a new session under a fresh id: there is no
         # old id left to point from, so it is saved as a plain new session.
-        if not self.invalidated:
-            self.regenerated = True
-            self.carry_in_flight = carry_in_flight
+        if not sg.invalidated:
+            sg.regenerated = True
+            sg.carry_in_flight = carry_in_flight
 
     def invalidate(self) -> None:
         """Delete the session from the store and clear the cookie (logout).
@@ -114,14 +130,15 @@ class Session(dict[str, Any]):
         self._needs_cookie("invalidate()")
         self.accessed = True
         super().clear()
-        self.set_keys.clear()
-        self.deleted_keys.clear()
-        self.regenerated = False
-        self.invalidated = True
-        self.id = new_id()
+        sg = self._sg
+        sg.set_keys.clear()
+        sg.deleted_keys.clear()
+        sg.regenerated = False
+        sg.invalidated = True
+        sg.id = new_id()
 
     def _needs_cookie(self, what: str) -> None:
-        if self.read_only:
+        if self._sg.read_only:
             raise TypeError(
                 f"{what} needs a Set-Cookie, which a websocket connection cannot send; call "
                 "it in an HTTP request instead"
@@ -135,13 +152,13 @@ class Session(dict[str, Any]):
         # Here, in the view that assigned it, rather than as a 500 once the view returned.
         check_storable(key, value)
         self.accessed = True
-        self.set_keys.add(key)
-        self.deleted_keys.discard(key)
+        self._sg.set_keys.add(key)
+        self._sg.deleted_keys.discard(key)
 
     def _note_deleted(self, key: str) -> None:
         self.accessed = True
-        self.deleted_keys.add(key)
-        self.set_keys.discard(key)
+        self._sg.deleted_keys.add(key)
+        self._sg.set_keys.discard(key)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._note_set(key, value)
@@ -188,24 +205,28 @@ class Session(dict[str, Any]):
         state = "new" if self.is_new else "loaded"
         return f"<Session {state} keys={sorted(self)!r}>"
 
-    def saved_as(self, stored: Loaded, data: Mapping[str, Any] | None = None) -> None:
-        """The session was just saved as `stored` (holding `data`, when a merge made it
-        differ): later changes in this request count from there. For integrations that
-        save more than once per request (Django's `save()`)."""
-        if data is not None:
-            super().clear()
-            super().update(data)
-        self.loaded = stored
-        self.id = stored.key
-        self.set_keys.clear()
-        self.deleted_keys.clear()
-        self.regenerated = self.invalidated = self.stale_cookie = False
 
-    def apply_changes(self, base: Mapping[str, Any]) -> dict[str, Any]:
-        """Return `base` with this request's set and deleted keys applied: the merge rule."""
-        merged = dict(base)
-        for key in self.deleted_keys:
-            merged.pop(key, None)
-        for key in self.set_keys:
-            merged[key] = super().__getitem__(key)
-        return merged
+def apply_changes(session: Session, base: Mapping[str, Any]) -> dict[str, Any]:
+    """Return `base` with the set and deleted keys of `session`'s request applied: the
+    merge rule."""
+    merged = dict(base)
+    for key in session._sg.deleted_keys:
+        merged.pop(key, None)
+    for key in session._sg.set_keys:
+        merged[key] = dict.__getitem__(session, key)
+    return merged
+
+
+def saved_as(session: Session, stored: Loaded, data: Mapping[str, Any] | None = None) -> None:
+    """`session` was just saved as `stored` (holding `data`, when a merge made it differ):
+    later changes in this request count from there. For integrations that save more than
+    once per request (Django's `save()`)."""
+    if data is not None:
+        dict.clear(session)
+        dict.update(session, data)
+    sg = session._sg
+    sg.loaded = stored
+    sg.id = stored.key
+    sg.set_keys.clear()
+    sg.deleted_keys.clear()
+    sg.regenerated = sg.invalidated = sg.stale_cookie = False

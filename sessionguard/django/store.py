@@ -28,7 +28,7 @@ from ..driver import run_async, run_sync
 from ..errors import SessionRefusedError
 from ..ops import Flow
 from ..policy import ErrorResponse
-from ..session import Session
+from ..session import Session, saved_as
 from .config import Engine, current_engine
 
 __all__ = ["SessionStore"]
@@ -190,7 +190,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
     def cycle_key(self) -> None:
         session = self._session
-        if session.loaded is None:
+        if session._sg.loaded is None:
             return self.create()  # nothing stored under the old key: just a new one
         session.regenerate(carry_in_flight=self._engine.carry_in_flight)
         lifetime = self.get_expiry_age()
@@ -237,7 +237,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
     async def acycle_key(self) -> None:
         session = await self._aget_session()
-        if session.loaded is None:
+        if session._sg.loaded is None:
             return await self.acreate()
         session.regenerate(carry_in_flight=self._engine.carry_in_flight)
         lifetime = await self.aget_expiry_age()
@@ -275,11 +275,11 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
     def _opened(self, opened: Session | ErrorResponse) -> Session:
         session = self._answer(opened)
-        if session.loaded is None:
+        if session._sg.loaded is None:
             # Unknown, expired, forged or adopted: Django never reuses such a key (a
             # client must not choose its session key); a new one comes with the save.
             self._session_key = None
-            self._clear_cookie = session.stale_cookie
+            self._clear_cookie = session._sg.stale_cookie
         else:
             self._stored = copy.deepcopy(dict(session))
         if session.modified:
@@ -293,7 +293,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         what to do instead."""
         if session is None:
             return "create"
-        if session.loaded is None:
+        if session._sg.loaded is None:
             # The key led nowhere (expired, ended, forged; load dropped it). What this
             # request put in the session goes under a new key, but an untouched empty
             # session is not stored: with SESSION_SAVE_EVERY_REQUEST, every request
@@ -302,7 +302,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         if must_create:
             raise CreateError("this session is stored already; save() it instead")
         for key, value in session.items():
-            if key not in session.set_keys and self._stored.get(key, _NOT_GIVEN) != value:
+            if key not in session._sg.set_keys and self._stored.get(key, _NOT_GIVEN) != value:
                 session[key] = value  # changed in place: Django saves it, and so do we
         return session
 
@@ -329,11 +329,11 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             return  # refreshed nothing: the record moved on without this request
         if saved.forwarded:
             # Merged into the session's new key, which this request must never learn.
-            session.set_keys.clear()
-            session.deleted_keys.clear()
+            session._sg.set_keys.clear()
+            session._sg.deleted_keys.clear()
             self.cookie_action = None
             return
-        session.saved_as(saved.stored, saved.data)
+        saved_as(session, saved.stored, saved.data)
         self._stored = copy.deepcopy(dict(session))
         self._session_key = self._engine.core.signer.sign(saved.stored.key)
         self._clear_cookie = False

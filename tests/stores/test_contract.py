@@ -571,7 +571,7 @@ class CoreDriver:
         session.update(data)
         result = await self.run(self.core.commit(session))
         assert isinstance(result, tuple) and result[0].startswith("session=")
-        return session.id
+        return session._sg.id
 
 
 async def test_concurrent_requests_changing_different_keys_lose_nothing(
@@ -618,7 +618,7 @@ async def test_corrupt_record_is_reset_and_removed(
 
     session = await driver.open(key)
 
-    assert session.is_new and dict(session) == {} and session.id != key
+    assert session.is_new and dict(session) == {} and session._sg.id != key
     assert await api.load(key) is None
 
 
@@ -648,7 +648,7 @@ async def test_request_in_flight_during_regenerate_is_refused_by_default(
     result = await driver.run(driver.core.commit(in_flight))
 
     assert isinstance(result, ErrorResponse) and result.status == 409
-    final = await driver.open(login.id)
+    final = await driver.open(login._sg.id)
     assert dict(final) == {"user": "alice", "role": "admin"}
 
 
@@ -668,5 +668,5 @@ async def test_request_in_flight_during_regenerate_with_carry_merges_into_the_ne
     result = await driver.run(driver.core.commit(in_flight))
 
     assert result == ()  # the browser already holds the new cookie
-    final = await driver.open(login.id)
+    final = await driver.open(login._sg.id)
     assert dict(final) == {"user": "alice", "role": "admin", "cart": ["book"]}

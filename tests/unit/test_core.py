@@ -135,7 +135,7 @@ def test_request_without_cookie_gets_new_session_without_store_access(
 ) -> None:
     session = open_session(core, store, None)
     assert session.is_new
-    assert not session.stale_cookie
+    assert not session._sg.stale_cookie
     assert commit(core, store, session) is None
     assert sum(store.calls.values()) == 0
 
@@ -162,7 +162,7 @@ def test_bad_cookie_gets_new_session_without_store_load(
 ) -> None:
     session = open_session(core, store, f"session={value}")
     assert session.is_new
-    assert not session.stale_cookie  # not verified as ours: never cleared
+    assert not session._sg.stale_cookie  # not verified as ours: never cleared
     assert store.calls["load"] == 0
 
 
@@ -183,8 +183,8 @@ def test_unknown_id_gets_new_session_with_new_id(core: SessionCore, store: Count
     unknown = new_id()
     session = open_session(core, store, f"session={core.signer.sign(unknown)}")
     assert session.is_new
-    assert session.stale_cookie
-    assert session.id != unknown
+    assert session._sg.stale_cookie
+    assert session._sg.id != unknown
     assert store.calls["load"] == 1
 
 
@@ -235,8 +235,8 @@ def test_new_session_with_data_is_saved_and_cookie_is_set(
     session["user"] = 42
     set_cookie = commit(core, store, session)
 
-    assert set_cookie == core.cookie.set_header(core.signer.sign(session.id))
-    envelope = stored(store, session.id)
+    assert set_cookie == core.cookie.set_header(core.signer.sign(session._sg.id))
+    envelope = stored(store, session._sg.id)
     assert envelope == Envelope({"user": 42}, created_at=START)
 
 
@@ -252,7 +252,7 @@ def test_cookie_loads_the_same_data(core: SessionCore, store: CountingStore) -> 
     cookie = create(core, store, user=42, cart=["a", "b"])
     session = open_session(core, store, cookie)
     assert not session.is_new
-    assert session.id == key_of(core, cookie)
+    assert session._sg.id == key_of(core, cookie)
     assert dict(session) == {"user": 42, "cart": ["a", "b"]}
 
 
@@ -382,7 +382,7 @@ def test_absolute_timeout_ends_a_session_even_when_touched_constantly(
         if clock.now < deadline:
             assert session["user"] == 42
             commit(core, store, session)
-            record = store.load(session.id)
+            record = store.load(session._sg.id)
             assert record is not None and record.expires_at <= deadline
         else:
             assert session.is_new
@@ -681,15 +681,15 @@ def test_carry_over_keeps_a_change_that_followed_the_pointer_meanwhile(
     op = flow.send(_perform(op, store))
     assert isinstance(op, Update) and op.key == key_of(core, cookie)
     op = flow.send(_perform(op, store))
-    assert isinstance(op, Update) and op.key == login.id
+    assert isinstance(op, Update) and op.key == login._sg.id
     follower["theme"] = "dark"
     assert commit(core, store, follower) is None
     with pytest.raises(StopIteration) as done:
         flow.send(_perform(op, store))
 
-    assert done.value.value == (core.cookie.set_header(core.signer.sign(login.id)),)
+    assert done.value.value == (core.cookie.set_header(core.signer.sign(login._sg.id)),)
     expected = {"user": 42, "cart": ["book"], "role": "admin", "theme": "dark"}
-    assert stored_data(store, login.id) == expected
+    assert stored_data(store, login._sg.id) == expected
 
 
 def test_opening_the_old_id_after_regenerate_gives_a_fresh_session_without_clearing(
@@ -703,8 +703,8 @@ def test_opening_the_old_id_after_regenerate_gives_a_fresh_session_without_clear
     late = open_session(core, store, cookie)
     assert late.is_new
     assert len(late) == 0
-    assert late.id != new_key  # no fixation: the old cookie never leads to the new id
-    assert not late.stale_cookie
+    assert late._sg.id != new_key  # no fixation: the old cookie never leads to the new id
+    assert not late._sg.stale_cookie
     assert commit(core, store, late) is None
 
 
@@ -720,7 +720,7 @@ def test_old_id_is_gone_after_the_grace_window(
     clock.advance(core.regenerate_grace + 1)
     assert store.load(old_key) is None
     stale = open_session(core, store, cookie)
-    assert stale.is_new and stale.stale_cookie
+    assert stale.is_new and stale._sg.stale_cookie
     assert commit(core, store, stale) == core.cookie.clear_header()
     assert open_session(core, store, new_cookie)["user"] == 42
 
@@ -839,7 +839,7 @@ def test_corrupt_record_under_reset_is_deleted_and_session_starts_fresh(
 
     assert isinstance(session, Session)
     assert session.is_new and len(session) == 0
-    assert session.id != key
+    assert session._sg.id != key
     assert store.load(key) is None
     assert commit(core, store, session) == core.cookie.clear_header()
 

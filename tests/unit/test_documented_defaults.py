@@ -72,7 +72,7 @@ def create(core: SessionCore, store: Store, **data: Any) -> str:
     session.update(data)
     result = commit(core, store, session)
     assert isinstance(result, tuple) and len(result) == 1, result
-    return session.id
+    return session._sg.id
 
 
 # -- lifetimes -----------------------------------------------------------------------------
@@ -92,13 +92,13 @@ def test_idle_timeout_is_14_days_and_the_cookie_lasts_as_long(
     session["user"] = "alice"
     result = commit(core, store, session)
     assert isinstance(result, tuple) and "Max-Age=1209600;" in result[0]
-    record = store.load(session.id)
+    record = store.load(session._sg.id)
     assert record is not None and record.expires_at == START + 1_209_600
 
     clock.advance(14 * DAY - 1)
-    assert dict(open_session(core, store, session.id)) == {"user": "alice"}
+    assert dict(open_session(core, store, session._sg.id)) == {"user": "alice"}
     clock.advance(1)
-    assert open_session(core, store, session.id).is_new
+    assert open_session(core, store, session._sg.id).is_new
 
 
 def test_absolute_timeout_is_30_days_or_max_age_if_that_is_longer(
@@ -203,14 +203,14 @@ def test_max_size_is_64_KiB_of_stored_record(clock: FakeClock, store: MemoryStor
         middle = (low + high) // 2
         low, high = (middle, high) if isinstance(save(middle)[1], tuple) else (low, middle)
     largest, _ = save(low)
-    record = store.load(largest.id)
+    record = store.load(largest._sg.id)
     assert record is not None and len(record.payload) == 65_536
 
     too_large, answer = save(high)
     assert isinstance(answer, ErrorResponse) and answer.status == 413
     assert answer.body.startswith(b"The session is too large")
     assert not any(name == "set-cookie" for name, _ in answer.headers)
-    assert store.load(too_large.id) is None
+    assert store.load(too_large._sg.id) is None
 
 
 def test_file_store_reads_and_writes_records_of_at_most_1_MiB(tmp_path: Path) -> None:
@@ -254,7 +254,7 @@ def test_a_corrupt_record_is_reset_by_default(clock: FakeClock, store: MemorySto
 
     session = open_session(core, store, KEY)
 
-    assert session.is_new and session.id != KEY and store.load(KEY) is None
+    assert session.is_new and session._sg.id != KEY and store.load(KEY) is None
 
 
 def test_the_remaining_option_defaults() -> None:
@@ -266,7 +266,7 @@ def test_the_remaining_option_defaults() -> None:
     assert core.serializer == "msgpack"
     assert core.accept_unsigned is True
     assert core.merge is True
-    assert Session().carry_in_flight is False
+    assert Session()._sg.carry_in_flight is False
 
 
 def test_ids_are_160_random_bits_and_the_cookie_is_id_dot_hmac_sha256() -> None:

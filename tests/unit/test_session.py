@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sessionguard.session import Loaded, Session
+from sessionguard.session import Loaded, Session, apply_changes
 
 LOADED = Loaded("a" * 40, version=7, created_at=100.0, expires_at=200.0)
 
@@ -46,16 +46,16 @@ def test_update_pop_and_setdefault_are_tracked() -> None:
     assert session.setdefault("c", 3) == 3
 
     assert dict(session) == {"user": 42, "a": 1, "b": 2, "c": 3}
-    assert session.set_keys == {"a", "b", "c"}
-    assert session.deleted_keys == {"theme"}
+    assert session._sg.set_keys == {"a", "b", "c"}
+    assert session._sg.deleted_keys == {"theme"}
 
 
 def test_clear_deletes_every_key() -> None:
     session = loaded_session(user=42, theme="dark")
     session.clear()
     assert len(session) == 0
-    assert session.deleted_keys == {"user", "theme"}
-    assert session.set_keys == set()
+    assert session._sg.deleted_keys == {"user", "theme"}
+    assert session._sg.set_keys == set()
     assert session.modified
 
 
@@ -95,8 +95,8 @@ def test_set_then_delete_is_tracked_as_deleted() -> None:
     session = loaded_session(user=42)
     session["user"] = 43
     del session["user"]
-    assert session.set_keys == set()
-    assert session.deleted_keys == {"user"}
+    assert session._sg.set_keys == set()
+    assert session._sg.deleted_keys == {"user"}
     assert session.modified
 
 
@@ -104,14 +104,14 @@ def test_delete_then_set_is_tracked_as_set() -> None:
     session = loaded_session(user=42)
     del session["user"]
     session["user"] = 43
-    assert session.set_keys == {"user"}
-    assert session.deleted_keys == set()
+    assert session._sg.set_keys == {"user"}
+    assert session._sg.deleted_keys == set()
 
 
 def test_assigning_the_same_value_still_counts_as_a_change() -> None:
     session = loaded_session(user=42)
     session["user"] = 42
-    assert session.set_keys == {"user"}
+    assert session._sg.set_keys == {"user"}
 
 
 def test_modified_true_marks_every_key_as_set() -> None:
@@ -119,7 +119,7 @@ def test_modified_true_marks_every_key_as_set() -> None:
     session["cart"].append("b")
     session.modified = True
     assert session.modified
-    assert session.set_keys == {"user", "cart"}
+    assert session._sg.set_keys == {"user", "cart"}
 
 
 def test_modified_false_forgets_the_changes() -> None:
@@ -128,7 +128,7 @@ def test_modified_false_forgets_the_changes() -> None:
     del session["user"]
     session.modified = False
     assert not session.modified
-    assert session.set_keys == set() and session.deleted_keys == set()
+    assert session._sg.set_keys == set() and session._sg.deleted_keys == set()
 
 
 # -- identity ----------------------------------------------------------------------------
@@ -137,20 +137,20 @@ def test_modified_false_forgets_the_changes() -> None:
 def test_new_session_has_a_fresh_id_and_loaded_one_keeps_its_key() -> None:
     new = Session()
     assert new.is_new
-    assert re.fullmatch(r"[0-9a-f]{40}", new.id)
-    assert Session().id != new.id
+    assert re.fullmatch(r"[0-9a-f]{40}", new._sg.id)
+    assert Session()._sg.id != new._sg.id
     loaded = loaded_session()
     assert not loaded.is_new
-    assert loaded.id == LOADED.key
+    assert loaded._sg.id == LOADED.key
 
 
 def test_regenerate_changes_id_and_keeps_data() -> None:
     session = loaded_session(user=42)
     session.regenerate()
-    assert session.id != LOADED.key
-    assert re.fullmatch(r"[0-9a-f]{40}", session.id)
+    assert session._sg.id != LOADED.key
+    assert re.fullmatch(r"[0-9a-f]{40}", session._sg.id)
     assert dict(session) == {"user": 42}
-    assert session.regenerated
+    assert session._sg.regenerated
     assert session.modified
 
 
@@ -158,10 +158,10 @@ def test_invalidate_clears_data_and_changes_id() -> None:
     session = loaded_session(user=42)
     session["x"] = 1
     session.invalidate()
-    assert session.id != LOADED.key
+    assert session._sg.id != LOADED.key
     assert len(session) == 0
-    assert session.invalidated
-    assert session.set_keys == set() and session.deleted_keys == set()
+    assert session._sg.invalidated
+    assert session._sg.set_keys == set() and session._sg.deleted_keys == set()
 
 
 def test_keys_set_after_invalidate_belong_to_the_new_session() -> None:
@@ -169,15 +169,15 @@ def test_keys_set_after_invalidate_belong_to_the_new_session() -> None:
     session.invalidate()
     session["flash"] = "logged out"
     assert dict(session) == {"flash": "logged out"}
-    assert session.set_keys == {"flash"}
+    assert session._sg.set_keys == {"flash"}
 
 
 def test_invalidate_after_regenerate_cancels_the_regeneration() -> None:
     session = loaded_session(user=42)
     session.regenerate()
     session.invalidate()
-    assert not session.regenerated
-    assert session.invalidated
+    assert not session._sg.regenerated
+    assert session._sg.invalidated
 
 
 def test_regenerate_after_invalidate_stays_a_plain_new_session() -> None:
@@ -185,9 +185,9 @@ def test_regenerate_after_invalidate_stays_a_plain_new_session() -> None:
     session = loaded_session(user=42)
     session.invalidate()
     session.regenerate()
-    assert session.invalidated
-    assert not session.regenerated
-    assert session.id != LOADED.key
+    assert session._sg.invalidated
+    assert not session._sg.regenerated
+    assert session._sg.id != LOADED.key
 
 
 # -- read-only ---------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def test_a_websocket_session_refuses_what_needs_a_cookie(
     with pytest.raises(TypeError, match="websocket"):
         needs_a_cookie(session)
     assert dict(session) == {"user": 42}
-    assert session.id == LOADED.key
+    assert session._sg.id == LOADED.key
     assert not session.modified
 
 
@@ -254,7 +254,7 @@ def test_every_mutating_dict_method_records_exactly_what_it_changed(
 ) -> None:
     session = Session({"a": 1, "b": 2}, loaded=LOADED)
     mutate(session)
-    assert (session.set_keys, session.deleted_keys) == (set_keys, deleted_keys)
+    assert (session._sg.set_keys, session._sg.deleted_keys) == (set_keys, deleted_keys)
     assert session == after
     assert session.modified == bool(set_keys or deleted_keys)
 
@@ -283,7 +283,7 @@ def test_apply_changes_puts_this_requests_changes_on_a_newer_base() -> None:
     del session["theme"]
 
     base = {"user": 42, "cart": ["z"], "theme": "light", "other": "concurrent"}
-    merged = session.apply_changes(base)
+    merged = apply_changes(session, base)
 
     assert merged == {"user": 42, "cart": ["a", "b"], "new": 1, "other": "concurrent"}
     assert base["theme"] == "light"  # the base is not mutated
@@ -291,20 +291,20 @@ def test_apply_changes_puts_this_requests_changes_on_a_newer_base() -> None:
 
 def test_apply_changes_keeps_base_values_of_keys_this_request_only_read() -> None:
     session = loaded_session(user=42)
-    assert session.apply_changes({"user": 99}) == {"user": 99}
+    assert apply_changes(session, {"user": 99}) == {"user": 99}
 
 
 def test_apply_changes_ignores_deleting_a_key_the_base_no_longer_has() -> None:
     session = loaded_session(user=42)
     del session["user"]
-    assert session.apply_changes({"other": 1}) == {"other": 1}
+    assert apply_changes(session, {"other": 1}) == {"other": 1}
 
 
 def test_apply_changes_after_modified_true_writes_every_key() -> None:
     session = loaded_session(user=42, cart=["a"])
     session["cart"].append("b")
     session.modified = True
-    assert session.apply_changes({"user": 1, "cart": [], "x": 0}) == {
+    assert apply_changes(session, {"user": 1, "cart": [], "x": 0}) == {
         "user": 42,
         "cart": ["a", "b"],
         "x": 0,
@@ -323,3 +323,18 @@ def test_a_value_that_cannot_be_stored_is_refused_at_assignment_naming_key_and_t
     with pytest.raises(TypeError, match="'other'"):
         session.update(other=value)
     assert session == {"user": 42} and not session.modified
+
+
+def test_a_session_shows_the_app_only_what_a_session_user_uses() -> None:
+    """Starlette's, Flask's and Django's users use the dict API, `modified`, `accessed`
+    and the two security calls; the middleware's bookkeeping is not theirs to see."""
+    public = {name for name in dir(Session()) if not name.startswith("_")} - set(dir({}))
+    assert public == {
+        "accessed",
+        "modified",
+        "is_new",
+        "read_only",
+        "mark_accessed",
+        "regenerate",
+        "invalidate",
+    }

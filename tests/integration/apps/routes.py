@@ -117,5 +117,5 @@ def handle(session: Session, path: str, params: Mapping[str, str]) -> tuple[int,
             session.regenerate(carry_in_flight=params.get("carry") == "1")
         case _:
             return 404, b'{"error": "no such route"}'
-    body = {"id": session.id, "is_new": session.is_new, "data": dict(session)}
+    body = {"id": session._sg.id, "is_new": session.is_new, "data": dict(session)}
     return 200, json.dumps(body).encode()
