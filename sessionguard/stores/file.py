@@ -65,10 +65,10 @@ from ..errors import (
 from . import cachedio, filesafety, frame
 from .base import (
     ABSENT,
+    BaseStore,
     PurgeProgress,
     Record,
     StoredRecord,
-    ThreadedStore,
     Updater,
     key_hash,
     purge_in_one_go,
@@ -84,7 +84,7 @@ _TMP_SUFFIX = ".tmp"
 _FAN_OUT_NAME = re.compile(r"[0-9a-f]{2}")
 
 
-class FileStore(ThreadedStore):
+class FileStore(BaseStore):
     """Sessions as files under `directory`; safe across threads and processes on one machine.
 
     `durable=True` (the default) fsyncs the file and its directory on every write, so a
