@@ -87,25 +87,27 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
     def _get_session(self, no_load: bool = False) -> Session:
         self.accessed = True
-        try:
-            return self._session_cache
-        except AttributeError:
-            if self.session_key is None or no_load:
-                self._session_cache = Session()
-            else:
-                self._session_cache = self.load()
-        return self._session_cache
+        session = self._cached(no_load)
+        if session is None:
+            session = self._session_cache = self.load()
+        return session
 
     async def _aget_session(self, no_load: bool = False) -> Session:
         self.accessed = True
+        session = self._cached(no_load)
+        if session is None:
+            session = self._session_cache = await self.aload()
+        return session
+
+    def _cached(self, no_load: bool) -> Session | None:
+        """The session if it needs no load (loaded already, or new); `None` otherwise."""
         try:
             return self._session_cache
         except AttributeError:
             if self.session_key is None or no_load:
                 self._session_cache = Session()
-            else:
-                self._session_cache = await self.aload()
-        return self._session_cache
+                return self._session_cache
+            return None
 
     _session = property(_get_session)
 
