@@ -233,7 +233,7 @@ class FileStore(BaseStore):
             os.close(fd)  # closing the descriptor releases the flock
 
     @contextlib.contextmanager
-    def _errors(self, what: str, *, replaced: bool = False) -> Iterator[None]:
+    def _errors(self, what: str | Callable[[], str], *, replaced: bool = False) -> Iterator[None]:
         """Turn an `OSError` while doing `what` into `StoreUnavailableError`.
 
         `replaced=True` for the one step after the rename, where the new data is
@@ -247,8 +247,9 @@ class FileStore(BaseStore):
                 if replaced
                 else "the previously saved session data was left as it was"
             )
+            doing = what() if callable(what) else what
             raise StoreUnavailableError(
-                f"FileStore could not {what}: {exc.strerror or exc}. Check free space, "
+                f"FileStore could not {doing}: {exc.strerror or exc}. Check free space, "
                 f"permissions and health of {self.directory!r}; {outcome}."
             ) from exc
 
@@ -362,21 +363,24 @@ class FileStore(BaseStore):
         """Replace the record at `path` atomically; return its version."""
         digest = frame.digest_of(payload)
         data = frame.pack(payload, expires_at, digest) + payload
-        session = f"session {key_hash(key)}"
         if len(data) > self.max_record_size:
             # Written, it would read back as `oversized`: a session lost without a word.
             raise StoreUnavailableError(
-                f"FileStore will not save {session}: its record would be {len(data)} bytes, "
+                f"FileStore will not save session {key_hash(key)}: its record would be "
+                f"{len(data)} bytes, "
                 f"more than max_record_size={self.max_record_size}; the previously saved "
                 "session data was left as it was. Keep less in the session, or raise "
                 "max_record_size."
             )
         tmp = os.path.join(parent, f".{key}{_TMP_SUFFIX}")
         self._check_fan_out(parent, create=True)
-        with self._errors(f"create the temp file of {session}"):
-            fd = self._create_temp(parent, tmp)
+        step = "create the temp file of {}"
         try:
-            with self._errors(f"write the temp file of {session}"):
+            # One handler for the three steps; its message (with the key's hash) is
+            # built only when a step fails.
+            with self._errors(lambda: step.format(f"session {key_hash(key)}")):
+                fd = self._create_temp(parent, tmp)
+                step = "write the temp file of {}"
                 try:
                     view = memoryview(data)
                     while view:
@@ -385,7 +389,7 @@ class FileStore(BaseStore):
                         os.fsync(fd)
                 finally:
                     os.close(fd)
-            with self._errors(f"rename the temp file of {session} over its record"):
+                step = "rename the temp file of {} over its record"
                 os.replace(tmp, path)
         except BaseException:
             # Best effort: a temp file that cannot be removed now is an orphan that the
