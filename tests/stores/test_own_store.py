@@ -65,7 +65,7 @@ class DictStore(BaseStore):
         expired = [found.key for found in self.scan() if found.expired]
         for key in expired:
             del self.records[key]
-        yield PurgeProgress(removed=len(expired), done=1, total=1, errors=[])
+        yield PurgeProgress(removed=len(expired), done=1, total=1)
 
 
 def test_update_and_purge_come_with_the_base() -> None:
