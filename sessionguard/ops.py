@@ -59,7 +59,7 @@ class Update(Generic[_O]):
     """Atomically replace the record with what `decide` makes of the newest one.
 
     The flow gets back an `Updated`: the new version, and what `decide` found in the
-    record it was last shown (a store may show it more than one, retrying).
+    record it was last shown (a store may show it more than once, retrying).
     """
 
     key: str
