@@ -235,6 +235,26 @@ def gunicorn(stack: contextlib.ExitStack, name: str, env: Mapping[str, str], log
     return server
 
 
+def uvicorn(stack: contextlib.ExitStack, name: str, env: Mapping[str, str], logs: Path) -> Server:
+    """The project's ASGI application on uvicorn, 2 workers: the middleware runs its async
+    path (`asave()`), the project's sync views in Django's thread pool."""
+    server = Server(
+        name,
+        lambda port: [
+            *[sys.executable, "-m", "uvicorn", "--app-dir", str(PROJECT_DIR)],
+            *["--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+            *["--no-access-log", "--log-level", "info", "--timeout-graceful-shutdown", "5"],
+            "project.asgi:application",
+        ],
+        cwd=PROJECT_DIR,
+        env=env,
+        log_path=logs / f"uvicorn-{name}.log",
+        ready_path="/health",
+    )
+    stack.callback(server.stop)
+    return server
+
+
 @pytest.fixture(scope="module")
 def template_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite database with the project's tables and the test user; servers get copies."""
@@ -442,6 +462,18 @@ def test_an_ajax_burst_with_save_every_request_loses_nothing_and_keeps_the_key(
     sent = BURST_CLIENTS * BURST_REQUESTS
     assert ours == BurstRow("sessionguard", sent, 0, 0, 0, logged_in=True), table(rows)
     assert_clean_server_log(logs["sessionguard"])
+
+
+def test_the_same_burst_on_uvicorn_loses_nothing_and_keeps_the_key(
+    tmp_path: Path, template_database: Path
+) -> None:
+    env = sqlite_env(tmp_path, template_database, save_every_request="1")
+    with contextlib.ExitStack() as stack:
+        server = uvicorn(stack, "sessionguard-asgi", env, tmp_path)
+        row = burst(server, tmp_path)
+    sent = BURST_CLIENTS * BURST_REQUESTS
+    assert row == BurstRow("sessionguard-asgi", sent, 0, 0, 0, logged_in=True), table([row])
+    assert_clean_server_log(server.log())
 
 
 @pytest.fixture
