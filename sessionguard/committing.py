@@ -1,0 +1,251 @@
+"""The core's committing flows: from what a request did to its session, to the store and
+the Set-Cookie header.
+
+One of five ways, chosen by `_commit`: a logout (`invalidate()`) deletes unconditionally;
+a regenerate moves the data to a new id (the protocol is in `sessionguard.decisions`); a
+new session is created; a changed one is merged into the newest stored data; an
+unchanged one only has its deadline moved, at most about once a minute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .corebase import CoreBase, logger
+from .decisions import CARRY_MARK, Carried, Carry, Merge, Merged, Move, Moved
+from .errors import ConflictError, SessionTooLargeError, StoreUnavailableError
+from .events import EventKind
+from .ops import Delete, Flow, Save, Touch, Update, Updated, key_hash
+from .policy import ErrorResponse
+from .session import Loaded, Session
+from .stores.base import ABSENT, Write
+
+__all__ = ["Committing", "Saved"]
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """Where a save left the session (see `Committing.save`)."""
+
+    #: The Set-Cookie header value to send, if any.
+    cookie: str | None
+    #: The record that now holds the session: `None` when none does (deleted meanwhile,
+    #: emptied, or never stored), or when this request cannot know (see `_refresh`).
+    stored: Loaded | None = None
+    #: What that record holds, when a merge made it differ from the session's own data.
+    data: dict[str, Any] | None = None
+    #: Merged into the session's regenerated id, whose cookie this request must not send.
+    forwarded: bool = False
+
+
+class Committing(CoreBase):
+    """`commit` and `save`: what the request did, to the store and the Set-Cookie header."""
+
+    def commit(self, session: Session) -> Flow[tuple[str, ...] | ErrorResponse]:
+        """Flow: persist what the request changed; return the Set-Cookie values to send.
+
+        Returns an `ErrorResponse` (503) when the store is unavailable or concurrent
+        writers kept winning; the stored data is then as it was.
+
+        A websocket's session (`read_only`: no cookie can be sent) is saved only if it was
+        stored before: a new one would be unreachable without its cookie, so it is
+        dropped, with a debug line. Nothing is returned for it.
+        """
+        if session.read_only and session._sg.loaded is None:
+            if session.modified:
+                logger.debug("a new session changed over a websocket was not saved (no cookie)")
+            return ()
+        saved = yield from self.save(session)
+        if isinstance(saved, ErrorResponse):
+            return saved
+        if session.read_only:
+            return ()  # saved server-side; a websocket cannot carry a cookie
+        cookies = (saved.cookie,) if saved.cookie is not None else ()
+        return (*cookies, session._sg.legacy_clear) if session._sg.legacy_clear else cookies
+
+    def save(
+        self, session: Session, *, lifetime: float | None = None
+    ) -> Flow[Saved | ErrorResponse]:
+        """Flow: persist what the request changed; return where the session now is.
+
+        `commit` for an integration that saves more than once in a request (Django's
+        `save()` and `cycle_key()`): the `Saved` result says which record now holds the
+        session, so the next save compares against it. `lifetime`, in seconds from now,
+        replaces the idle timeout for this save (Django's `set_expiry()`); zero or less
+        stores the record already expired. Returns an `ErrorResponse` as `commit` does.
+        """
+        try:
+            return (yield from self._commit(session, lifetime))
+        except (StoreUnavailableError, ConflictError) as exc:
+            self._log_unavailable("save", session._sg.id, exc)
+            return self.policy.unavailable_response(exc)
+        except SessionTooLargeError as exc:
+            logger.warning(
+                "session %s not saved: %s",
+                key_hash(session._sg.id),
+                exc,
+                extra={"event": EventKind.TOO_LARGE, "session": key_hash(session._sg.id)},
+            )
+            self._emit(EventKind.TOO_LARGE, session._sg.id)
+            return self.policy.too_large_response()
+        except _Rotated:
+            loaded = session._sg.loaded
+            logger.info(
+                "save refused: session %s was regenerated while this request ran",
+                key_hash(loaded.key) if loaded else "-",
+                extra={"event": EventKind.ROTATED},
+            )
+            self._emit(EventKind.ROTATED, loaded.key if loaded else None)
+            return self.policy.rotated_response()
+
+    def _commit(self, session: Session, lifetime: float | None) -> Flow[Saved]:
+        loaded = session._sg.loaded
+        if session._sg.invalidated and loaded is not None:
+            self._emit(EventKind.INVALIDATE, loaded.key)
+            yield Delete(loaded.key)  # unconditional: logout wins over any concurrent save
+        if session._sg.regenerated and loaded is not None:
+            self._emit(EventKind.REGENERATE, loaded.key)
+            return (yield from self._regenerate(session, loaded, lifetime))
+        if loaded is None or session._sg.invalidated:
+            return (yield from self._create(session, lifetime))
+        if session.modified:
+            return (yield from self._update(session, loaded, lifetime))
+        return (yield from self._refresh(loaded, lifetime))
+
+    def _create(self, session: Session, lifetime: float | None) -> Flow[Saved]:
+        if not session and not self.keep_empty:
+            stale = session._sg.stale_cookie or session._sg.invalidated
+            return Saved(self.cookie.clear_header() if stale else None)
+        now = self.clock()
+        payload = self.payload(dict(session), now)
+        expires_at = self.deadline(now, lifetime)
+        version = yield Save(session._sg.id, payload, expires_at, ABSENT)
+        if version is None:  # pragma: no cover - a 160-bit random id that already exists
+            raise ConflictError("a freshly generated session id already exists in the store")
+        stored = Loaded(session._sg.id, version, now, expires_at)
+        return Saved(self.cookie.set_header(self.signer.sign(session._sg.id)), stored)
+
+    def _refresh(self, loaded: Loaded, lifetime: float | None) -> Flow[Saved]:
+        """Slide the idle deadline of a session this request only read."""
+        expires_at = self.deadline(loaded.created_at, lifetime)
+        # Skip the write unless it moves the deadline noticeably (at most once a minute).
+        if not self.save_every_request and expires_at - loaded.expires_at < min(
+            60, self.idle_timeout / 100
+        ):
+            return Saved(None, loaded)
+        # Only the record this request read: if the id was regenerated meanwhile, it now
+        # holds a forward pointer whose short lifetime must not be extended, and the
+        # browser already has the new cookie, which this response must not replace.
+        touched = yield Touch(loaded.key, expires_at, loaded.version)
+        if not touched:
+            # Gone, or no longer the record this request read: whatever holds the id now
+            # is another request's doing, and nothing of it is known here.
+            return Saved(None)
+        stored = Loaded(loaded.key, loaded.version, loaded.created_at, expires_at)
+        return Saved(self.cookie.set_header(self.signer.sign(loaded.key)), stored)
+
+    def _update(self, session: Session, loaded: Loaded, lifetime: float | None) -> Flow[Saved]:
+        """Save this request's changes without losing a concurrent request's.
+
+        One atomic `update` of the record: if it is still the version this request loaded
+        (the common case), the store writes this request's data as it is; if another
+        request saved in between, `_Merge` applies exactly this request's set and deleted
+        keys to the newest record instead. A regenerate pointer met on the way is followed.
+        """
+        if not self.merge:
+            return (yield from self._overwrite(session, loaded, lifetime))
+        key = loaded.key
+        # What to write if the record is still the one this request loaded: encoded here,
+        # outside the store's lock.
+        data = dict(session)
+        unchanged = Write(
+            self.payload(data, loaded.created_at) if data or self.keep_empty else None,
+            self.deadline(loaded.created_at, lifetime),
+        )
+        for _ in range(self.max_attempts):  # bounds the pointers followed
+            # Versions are only comparable within one key: after following a pointer, the
+            # new id's version may equal the old one's by chance (per-key counters).
+            expected = (loaded.version, unchanged) if key == loaded.key else None
+            merge = Merge(self, session, loaded.created_at, lifetime, expected)
+            updated: Updated[Merged] = yield Update(key, merge)
+            version, merged = updated.version, updated.found
+            if merged.data is not None:
+                self._emit(EventKind.MERGE, key)
+            if merged.rotated:
+                raise _Rotated
+            if version is not None:
+                if merged.emptied:
+                    return Saved(self.cookie.clear_header() if key == loaded.key else None)
+                stored = Loaded(key, version, merged.created_at, merged.expires_at)
+                if key != loaded.key:
+                    # Merged into the regenerated session; its cookie is already out, and
+                    # must never be sent to a request that came with the old id.
+                    return Saved(None, stored, merged.data, forwarded=True)
+                cookie = self.cookie.set_header(self.signer.sign(key))
+                return Saved(cookie, stored, merged.data)
+            if merged.moved_to is None:
+                # Deleted meanwhile (logout, expiry): never bring it back.
+                return Saved(self.cookie.clear_header() if key == loaded.key else None)
+            key = merged.moved_to
+        raise ConflictError(
+            f"gave up saving session {key_hash(loaded.key)}: it was regenerated "
+            f"{self.max_attempts} times while this request ran"
+        )
+
+    def _overwrite(self, session: Session, loaded: Loaded, lifetime: float | None) -> Flow[Saved]:
+        """`merge=False`: the last writer wins, as in most session libraries (a baseline)."""
+        if not session and not self.keep_empty:
+            yield Delete(loaded.key)
+            return Saved(self.cookie.clear_header())
+        payload = self.payload(dict(session), loaded.created_at)
+        expires_at = self.deadline(loaded.created_at, lifetime)
+        version = yield Save(loaded.key, payload, expires_at, None)
+        stored = Loaded(loaded.key, version, loaded.created_at, expires_at)
+        return Saved(self.cookie.set_header(self.signer.sign(loaded.key)), stored)
+
+    def _regenerate(self, session: Session, loaded: Loaded, lifetime: float | None) -> Flow[Saved]:
+        """Store the data under the new id, then turn the old id into a forward pointer.
+
+        Both steps are atomic store updates, so a regenerate never has to retry against
+        concurrent writers: the pointer replaces whatever the old id holds by then, and a
+        save that landed on the old id before it is carried over to the new id.
+
+        The new id inherits the creation time: rotating ids must not extend the absolute
+        lifetime (apps that rotate every few minutes would otherwise never expire).
+        """
+        new_key, created_at = session._sg.id, loaded.created_at
+        first = dict(session)
+        payload = self.payload(first, created_at)
+        expires_at = self.deadline(created_at, lifetime)
+        new_version = yield Save(new_key, payload, expires_at, ABSENT)
+        if new_version is None:  # pragma: no cover - see _create
+            raise ConflictError("a freshly generated session id already exists in the store")
+        now = self.clock()
+        carry = session._sg.carry_in_flight
+        pointer = self.payload(CARRY_MARK if carry else {}, now, moved_to=new_key)
+        # The pointer's deadline is fixed here: nothing refreshes a pointer (see _refresh).
+        moved: Updated[Moved] = yield Update(
+            loaded.key, Move(self, pointer, now + self.regenerate_grace)
+        )
+        old = moved.found
+        if old.gone:
+            # Logged out concurrently: logout wins, the new copy goes too.
+            yield Delete(new_key)
+            return Saved(self.cookie.clear_header())
+        cookie = self.cookie.set_header(self.signer.sign(new_key))
+        stored = Loaded(new_key, new_version, created_at, expires_at)
+        if carry and old.data is not None and old.version != loaded.version:
+            # A concurrent save landed on the old id first: carry it over, our changes on top.
+            carry_over = Carry(self, session, old.data, first, created_at, lifetime)
+            carried: Updated[Carried | None] = yield Update(new_key, carry_over)
+            if carried.version is None or carried.found is None:
+                return Saved(cookie)  # the new session was deleted meanwhile
+            stored = Loaded(new_key, carried.version, created_at, carried.found.expires_at)
+            return Saved(cookie, stored, carried.found.data)
+        # (If another request regenerated concurrently, both new sessions stay valid.)
+        return Saved(cookie, stored)
+
+
+class _Rotated(Exception):
+    """A save met a forward pointer that does not carry in-flight writes: refuse it."""
