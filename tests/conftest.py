@@ -41,6 +41,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     stop(server.process)
 
 
+@pytest.fixture
+def own_redis(tmp_path: Path, redis_server: RedisServer) -> Iterator[RedisServer]:
+    """A redis-server of this test's own (so killing it harms no other test), with AOF on."""
+    server = RedisServer(redis_server.binary, tmp_path, persistent=True)
+    server.start()
+    yield server
+    server.kill()
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     bindir = postgres_bindir()

@@ -8,8 +8,7 @@ run the WSGI and the ASGI handler), and started again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 
 import pytest
 from django.test import AsyncClient, Client, override_settings
@@ -20,15 +19,6 @@ from tests.servers import RedisServer
 pytestmark = pytest.mark.integration
 
 MISLEADING = ("tamper", "deleted", "invalid", "interrupted")
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path, redis_server: RedisServer) -> Iterator[RedisServer]:
-    """A redis-server of this test's own (killing it harms no other test), AOF on."""
-    server = RedisServer(redis_server.binary, tmp_path, persistent=True)
-    server.start()
-    yield server
-    server.kill()
 
 
 def assert_unavailable(status: int, headers: Mapping[str, str], body: bytes) -> None:

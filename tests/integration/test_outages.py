@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -72,15 +71,6 @@ def assert_unavailable(response: httpx.Response) -> None:
     assert "unavailable" in response.text.lower()
     assert not any(word in response.text.lower() for word in MISLEADING)
     assert "set-cookie" not in response.headers  # the client keeps its session cookie
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path, redis_server: RedisServer) -> Iterator[RedisServer]:
-    """A redis-server of this test's own (so killing it harms no other test), with AOF on."""
-    server = RedisServer(redis_server.binary, tmp_path, persistent=True)
-    server.start()
-    yield server
-    server.kill()
 
 
 async def test_killed_redis_answers_503_and_recovers_with_data_intact_asgi(
