@@ -60,7 +60,8 @@ class Engine:
     carry_in_flight: bool
 
 
-_lock = threading.Lock()
+_lock = threading.Lock()  # guards the engine
+_lock_stores = threading.Lock()  # guards the stores opened from strings (held inside _lock)
 _stores: dict[str, Store] = {}
 _current: tuple[tuple[Any, ...], Engine] | None = None
 
@@ -149,9 +150,6 @@ def _store(target: object) -> Store:
             except ConfigurationError as exc:
                 raise ImproperlyConfigured(f"SESSIONGUARD_STORE: {exc}") from exc
         return store
-
-
-_lock_stores = threading.Lock()
 
 
 def database_url(alias: str = "default") -> str:

@@ -15,6 +15,7 @@ thread instead.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import sys
 
@@ -76,12 +77,12 @@ def open_cached(path: str, flags: int) -> int:
     if fd >= 0:
         return fd
     error = ctypes.get_errno()
-    if error in (38, 1):  # ENOSYS (kernel < 5.6), EPERM (a seccomp filter): never again
+    if error in (errno.ENOSYS, errno.EPERM, errno.EINVAL):
+        # No openat2 (kernel < 5.6), a seccomp filter, or no RESOLVE_CACHED (< 5.12):
+        # never ask again.
         _available = False
         raise NotCached
-    if error in (11, 22):  # EAGAIN: not cached; EINVAL: RESOLVE_CACHED unknown (< 5.12)
-        if error == 22:
-            _available = False
+    if error == errno.EAGAIN:  # not in the caches
         raise NotCached
     raise OSError(error, os.strerror(error), path)
 
@@ -95,7 +96,7 @@ def read_cached(fd: int, size: int) -> bytes:
     except BlockingIOError:
         raise NotCached from None
     except OSError as exc:
-        if exc.errno == 95:  # EOPNOTSUPP: a file system without RWF_NOWAIT
+        if exc.errno == errno.EOPNOTSUPP:  # a file system without RWF_NOWAIT
             raise NotCached from None
         raise
     if got != size:
