@@ -25,12 +25,17 @@ costs what the checksum costs.
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import functools
 import hashlib
 import hmac
 import json
+import marshal
 import math
 import re
 import struct
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -40,7 +45,7 @@ import msgpack
 from . import values
 from .errors import CorruptReason, CorruptSessionError
 
-__all__ = ["Envelope", "Serializer", "decode", "encode", "record_keys"]
+__all__ = ["Decoder", "Envelope", "Serializer", "decode", "encode", "record_keys"]
 
 Serializer = Literal["msgpack", "json"]
 
@@ -154,6 +159,79 @@ def decode(
     if keys is not None:
         _check_signature(mac, header, payload, keys, accept_unsigned)
     return _parse(payload, as_json=bool(flags & _FLAG_JSON))
+
+
+class Decoder:
+    """`decode` with fixed keys, for the read path: bytes it has checked once are not
+    checked again.
+
+    A session's record is read on every request and changes rarely, so the checksum, the
+    signature and the shape of the same bytes were verified over and over. Bytes equal
+    to ones already verified decode to an equal envelope, so the verdict is remembered
+    (for up to `size` byte strings of at most `max_bytes` each, least recently used
+    first out). The data is never shared: each call returns a dict of its own, copied
+    from the remembered one when every value is immutable, parsed again otherwise (a
+    nested list or dict could be changed in place by the request that gets it).
+    Corrupt bytes are not remembered: they raise every time, with a fresh exception.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[bytes] | None,
+        *,
+        accept_unsigned: bool = True,
+        size: int = 1024,
+        max_bytes: int = 4096,
+    ) -> None:
+        self._keys = keys
+        self._accept_unsigned = accept_unsigned
+        self._max_bytes = max_bytes
+        self._checked = functools.lru_cache(maxsize=size)(self._check)
+
+    def __call__(self, raw: bytes) -> Envelope:
+        if len(raw) > self._max_bytes:
+            return decode(raw, keys=self._keys, accept_unsigned=self._accept_unsigned)
+        checked = self._checked(raw)
+        return Envelope(checked.copy_data(), checked.created_at, checked.moved_to)
+
+    def _check(self, raw: bytes) -> _Checked:
+        envelope = decode(raw, keys=self._keys, accept_unsigned=self._accept_unsigned)
+        data = envelope.data
+        if all(type(value) in _IMMUTABLE for value in data.values()):
+            return _Checked(envelope.created_at, envelope.moved_to, data, None)
+        try:
+            # marshal copies nested builtins in C, faster than parsing the payload again;
+            # it only ever reads bytes made here, from data that was just verified.
+            copied = marshal.dumps(data)
+        except ValueError:  # a value marshal does not know (datetime, Markup, ...)
+            copied = None
+        return _Checked(envelope.created_at, envelope.moved_to, None, copied, raw)
+
+
+# What a decoded value can be that no one can change in place (lists, dicts and sets can).
+_IMMUTABLE = frozenset(
+    {str, int, float, bool, type(None), bytes, datetime.datetime, datetime.date,
+     datetime.time, uuid.UUID, decimal.Decimal}
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """What `Decoder` remembers of bytes it verified, and how to give out their data."""
+
+    created_at: float
+    moved_to: str | None
+    frozen: dict[str, Any] | None  # the data, when every value is immutable
+    marshalled: bytes | None  # otherwise the data for `marshal`, when it can take it
+    raw: bytes = b""  # otherwise the bytes, to parse again
+
+    def copy_data(self) -> dict[str, Any]:
+        if self.frozen is not None:
+            return dict(self.frozen)
+        if self.marshalled is not None:
+            data: dict[str, Any] = marshal.loads(self.marshalled)
+            return data
+        return decode(self.raw).data
 
 
 def _check_signature(

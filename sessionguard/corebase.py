@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from .codec import Envelope, Serializer, encode, record_keys
+from .codec import Decoder, Envelope, Serializer, encode, record_keys
 from .cookie import DEFAULT_MAX_AGE, CookieSettings, SecretKey, Signer
 from .errors import ConfigurationError, ConflictError, SessionTooLargeError, StoreUnavailableError
 from .events import Event, EventBus, EventKind, Hook
@@ -62,6 +62,7 @@ class CoreBase:
                 f"unsigned_records must be 'accept' or 'reject', got {unsigned_records!r}"
             )
         self.accept_unsigned = unsigned_records == "accept"
+        self._decoder = Decoder(self.record_keys, accept_unsigned=self.accept_unsigned)
         self.cookie = cookie
         self.policy = policy
         if (idle_timeout is not None and idle_timeout <= 0) or (
@@ -102,7 +103,7 @@ class CoreBase:
 
     def decode_record(self, record: Record) -> Envelope:
         """The envelope a stored record holds, checked with this core's keys."""
-        return decode_record(record, keys=self.record_keys, accept_unsigned=self.accept_unsigned)
+        return decode_record(record, decoder=self._decoder)
 
     def deadline(self, created_at: float, lifetime: float | None) -> float:
         """The deadline of a record written now: `lifetime` (else the idle timeout) from

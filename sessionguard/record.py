@@ -8,7 +8,7 @@ record reaches the corruption policy the same way whichever check caught it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .codec import Envelope, decode
 from .stores.base import Record
@@ -17,12 +17,19 @@ __all__ = ["decode_record"]
 
 
 def decode_record(
-    record: Record, *, keys: Sequence[bytes] | None = None, accept_unsigned: bool = True
+    record: Record,
+    *,
+    keys: Sequence[bytes] | None = None,
+    accept_unsigned: bool = True,
+    decoder: Callable[[bytes], Envelope] | None = None,
 ) -> Envelope:
     """The envelope in `record`, or `CorruptSessionError` with the reason it is unreadable.
 
     `keys` and `accept_unsigned` are `codec.decode`'s: with keys, the signature is checked.
+    A `decoder` (a `codec.Decoder` made with the keys) replaces them on the read path.
     """
     if record.damage is not None:
         raise record.damage
+    if decoder is not None:
+        return decoder(record.payload)
     return decode(record.payload, keys=keys, accept_unsigned=accept_unsigned)
