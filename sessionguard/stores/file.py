@@ -242,16 +242,21 @@ class FileStore(BaseStore):
         try:
             yield
         except OSError as exc:
-            outcome = (
-                "the new session data is in place but may not survive a power cut"
-                if replaced
-                else "the previously saved session data was left as it was"
-            )
             doing = what() if callable(what) else what
-            raise StoreUnavailableError(
-                f"FileStore could not {doing}: {exc.strerror or exc}. Check free space, "
-                f"permissions and health of {self.directory!r}; {outcome}."
-            ) from exc
+            raise self._unavailable(doing, exc, replaced=replaced) from exc
+
+    def _unavailable(
+        self, doing: str, exc: OSError, *, replaced: bool = False
+    ) -> StoreUnavailableError:
+        outcome = (
+            "the new session data is in place but may not survive a power cut"
+            if replaced
+            else "the previously saved session data was left as it was"
+        )
+        return StoreUnavailableError(
+            f"FileStore could not {doing}: {exc.strerror or exc}. Check free space, "
+            f"permissions and health of {self.directory!r}; {outcome}."
+        )
 
     # -- reading -----------------------------------------------------------------------
 
@@ -264,7 +269,9 @@ class FileStore(BaseStore):
         Only a regular file of at most `max_record_size` bytes is read: anything else
         comes back damaged (`not_a_file`, `oversized`) with an empty payload.
         """
-        with self._errors(f"read the record of session {key_hash(key)}"):
+        # Not `self._errors`: this runs on every request, and the happy path should not
+        # pay for a context manager or for naming the session in a message it never shows.
+        try:
             try:
                 fd = os.open(path, filesafety.READ_FLAGS)
             except FileNotFoundError:
@@ -285,6 +292,9 @@ class FileStore(BaseStore):
                     return _unread(os.fstat(fd), CorruptReason.OVERSIZED, self.max_record_size)
             finally:
                 os.close(fd)
+        except OSError as exc:
+            doing = f"read the record of session {key_hash(key)}"
+            raise self._unavailable(doing, exc) from exc
         return _record_of(raw, st.st_mtime)
 
     def load(self, key: str) -> Record | None:
@@ -317,8 +327,8 @@ class FileStore(BaseStore):
                 raise cachedio.NotCached
             raw = cachedio.read_cached(fd, st.st_size)
         except OSError as exc:  # an I/O error on an open file: not worth a second try
-            with self._errors(f"read the record of session {key_hash(key)}"):
-                raise exc from None
+            doing = f"read the record of session {key_hash(key)}"
+            raise self._unavailable(doing, exc) from exc
         finally:
             os.close(fd)
         record = _record_of(raw, st.st_mtime)
@@ -622,6 +632,10 @@ def _version_of(raw: bytes) -> int:
 
 def _record_of(raw: bytes, mtime: float) -> Record:
     """The record a file's bytes hold (`mtime` is only the deadline of a 0.1 record)."""
+    if len(raw) <= _REMEMBERED_BYTES:
+        intact = _intact_record(raw)
+        if intact is not None:
+            return intact
     try:
         found = frame.read(raw)
     except CorruptSessionError as exc:
@@ -631,6 +645,22 @@ def _record_of(raw: bytes, mtime: float) -> Record:
     if frame.is_intact_v1_record(raw):
         return Record(raw, _version_of(raw), mtime)
     return Record(raw, _version_of(raw), math.inf)
+
+
+# A session's file is read on every request and rewritten rarely: the checks of bytes
+# already seen intact are remembered (the verdict depends on the bytes alone). Damaged
+# or foreign bytes are judged afresh each time, each with an exception of its own.
+_REMEMBERED_BYTES = 4096
+
+
+@functools.lru_cache(maxsize=1024)
+def _intact_record(raw: bytes) -> Record | None:
+    """The record in `raw` if it is an intact current-format record, else `None`."""
+    try:
+        found = frame.read(raw)
+    except CorruptSessionError:
+        return None
+    return None if found is None else Record(found.payload, found.version, found.expires_at)
 
 
 def _unread(found: os.stat_result, reason: CorruptReason, limit: int) -> Record:

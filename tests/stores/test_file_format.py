@@ -113,6 +113,28 @@ def test_every_flipped_bit_of_a_record_is_corrupt(store: FileStore, clock: FakeC
                 assert reason == CorruptReason.CHECKSUM_MISMATCH, (position, bit)
 
 
+def test_a_record_is_judged_afresh_each_time_its_bytes_change(
+    store: FileStore, clock: FakeClock
+) -> None:
+    # FileStore remembers the verdict on bytes it has seen intact: that must never stand
+    # for other bytes at the same name, nor hide damage read a second time.
+    store.save(KEY, PAYLOAD, expires_at=clock.now + 60)
+    path = record_path(store, KEY)
+    whole = path.read_bytes()
+    damaged = bytearray(whole)
+    damaged[-1] ^= 0x01
+    for _ in range(2):
+        intact = store.load(KEY)
+        assert intact is not None and intact.damage is None and intact.payload == PAYLOAD
+        overwrite_in_place(path, bytes(damaged))
+        first, second = store.load(KEY), store.load(KEY)
+        assert first is not None and second is not None
+        assert first.damage is not None and second.damage is not None
+        assert first.damage is not second.damage
+        assert corrupt_reason(first) == CorruptReason.CHECKSUM_MISMATCH
+        overwrite_in_place(path, whole)
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
