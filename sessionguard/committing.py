@@ -19,7 +19,7 @@ from .events import EventKind
 from .ops import Delete, Flow, Save, Touch, Update, Updated, key_hash
 from .policy import ErrorResponse
 from .session import Loaded, Session
-from .stores.base import ABSENT, Write
+from .stores.base import ABSENT
 
 __all__ = ["Committing", "Saved"]
 
@@ -156,17 +156,10 @@ class Committing(CoreBase):
         if not self.merge:
             return (yield from self._overwrite(session, loaded, lifetime))
         key = loaded.key
-        # What to write if the record is still the one this request loaded: encoded here,
-        # outside the store's lock.
-        data = dict(session)
-        unchanged = Write(
-            self.payload(data, loaded.created_at) if data or self.keep_empty else None,
-            self.deadline(loaded.created_at, lifetime),
-        )
         for _ in range(self.max_attempts):  # bounds the pointers followed
             # Versions are only comparable within one key: after following a pointer, the
             # new id's version may equal the old one's by chance (per-key counters).
-            expected = (loaded.version, unchanged) if key == loaded.key else None
+            expected = loaded.version if key == loaded.key else None
             merge = Merge(self, session, loaded.created_at, lifetime, expected)
             updated: Updated[Merged] = yield Update(key, merge)
             version, merged = updated.version, updated.found

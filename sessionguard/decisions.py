@@ -25,7 +25,7 @@ that finding (see `sessionguard.ops.Update`). Four of them:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .codec import Envelope
@@ -78,23 +78,29 @@ class Merged:
 class Merge:
     """The `update` decision of a save: the newest record with this request's changes.
 
-    `unchanged` is (version, write): if the record still has that version, there is
-    nothing to merge and `write` is stored as it is. A pure function of the record.
+    If the record still has the version `loaded` (the one this request read), there is
+    nothing to merge: the session's data is stored as it is. That encoding is done here,
+    only when it is the one written: saved ahead of the lock, it was wasted work whenever
+    concurrent saves made a merge necessary, which is exactly when the lock is busy. A
+    pure function of the record.
     """
 
     core: Records
     session: Session
-    created_at: float  # stands in for that of an unreadable record
+    created_at: float  # stands in for that of an unreadable record (and of an unchanged one)
     lifetime: float | None
-    unchanged: tuple[int, Write] | None
+    loaded: int | None
 
     def __call__(self, record: Record | None) -> tuple[Write | None, Merged]:
         if record is None:
             return None, Merged()
-        if self.unchanged is not None and record.version == self.unchanged[0]:
-            write = self.unchanged[1]
-            found = Merged(None, self.created_at, write.expires_at)
-            return write, replace(found, emptied=write.payload is None)
+        if record.version == self.loaded:
+            data = dict(self.session)
+            expires_at = self.core.deadline(self.created_at, self.lifetime)
+            if not data and not self.core.keep_empty:
+                return Write(None), Merged(None, self.created_at, expires_at, emptied=True)
+            write = Write(self.core.payload(data, self.created_at), expires_at)
+            return write, Merged(None, self.created_at, expires_at)
         try:
             envelope = self.core.decode_record(record)
         except CorruptSessionError as exc:
