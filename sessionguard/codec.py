@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime
 import decimal
-import functools
 import hashlib
 import hmac
 import json
@@ -44,8 +43,9 @@ import msgpack
 
 from . import values
 from .errors import CorruptReason, CorruptSessionError
+from .verdicts import Verdicts
 
-__all__ = ["Decoder", "Envelope", "Serializer", "decode", "encode", "record_keys"]
+__all__ = ["Envelope", "KeyedCodec", "Serializer", "decode", "encode", "record_keys"]
 
 Serializer = Literal["msgpack", "json"]
 
@@ -161,69 +161,110 @@ def decode(
     return _parse(payload, as_json=bool(flags & _FLAG_JSON))
 
 
-class Decoder:
-    """`decode` with fixed keys, for the read path: bytes it has checked once are not
-    checked again.
+class KeyedCodec:
+    """`encode` and `decode` with one middleware's keys, for the request path: bytes it
+    has checked or written once are not checked again.
 
     A session's record is read on every request and changes rarely, so the checksum, the
     signature and the shape of the same bytes were verified over and over. Bytes equal
-    to ones already verified decode to an equal envelope, so the verdict is remembered
-    (for up to `size` byte strings of at most `max_bytes` each, least recently used
-    first out). The data is never shared: each call returns a dict of its own, copied
-    from the remembered one when every value is immutable, parsed again otherwise (a
-    nested list or dict could be changed in place by the request that gets it).
-    Corrupt bytes are not remembered: they raise every time, with a fresh exception.
+    to ones already verified decode to an equal envelope, so the verdict is kept (see
+    `Verdicts`, bounded by `budget` bytes), as is that of bytes this codec has just
+    encoded. The data is never shared: each `decode` returns a dict of its own, copied
+    from the kept one when every value is immutable, through `marshal` when it holds
+    nested builtins (a list or dict could be changed in place by the request that gets
+    it), parsed again otherwise. Corrupt bytes are never kept: they raise every time,
+    each time with an exception of its own.
     """
 
     def __init__(
         self,
-        keys: Sequence[bytes] | None,
+        keys: Sequence[bytes],
         *,
+        serializer: Serializer = "msgpack",
         accept_unsigned: bool = True,
-        size: int = 1024,
-        max_bytes: int = 4096,
+        budget: int = 4 << 20,
     ) -> None:
         self._keys = keys
+        self._serializer = serializer
         self._accept_unsigned = accept_unsigned
-        self._max_bytes = max_bytes
-        self._checked = functools.lru_cache(maxsize=size)(self._check)
+        self._verdicts: Verdicts[_Checked] = Verdicts(budget)
 
-    def __call__(self, raw: bytes) -> Envelope:
-        if len(raw) > self._max_bytes:
-            return decode(raw, keys=self._keys, accept_unsigned=self._accept_unsigned)
-        checked = self._checked(raw)
-        return Envelope(checked.copy_data(), checked.created_at, checked.moved_to)
+    def encode(self, envelope: Envelope) -> bytes:
+        """`encode`, signed with the newest key. The next request of the session, in this
+        process, most likely reads these very bytes: decoding them then costs a copy (for
+        msgpack envelopes of values it gives back exactly as they went in; not a zoned
+        `datetime`, say)."""
+        raw = encode(envelope, self._serializer, key=self._keys[0])
+        if (
+            self._serializer == "msgpack"
+            and len(raw) <= self._verdicts.largest
+            and math.isfinite(envelope.created_at)
+            and set(map(type, envelope.data)) <= {str}
+        ):
+            self._keep(raw, _Checked.of(envelope, raw, _EXACT, copy=True))
+        return raw
 
-    def _check(self, raw: bytes) -> _Checked:
+    def decode(self, raw: bytes) -> Envelope:
+        """`decode` with this codec's keys."""
+        checked = self._verdicts.get(raw)
+        if checked is not None:
+            return Envelope(checked.copy_data(), checked.created_at, checked.moved_to)
         envelope = decode(raw, keys=self._keys, accept_unsigned=self._accept_unsigned)
-        data = envelope.data
-        if all(type(value) in _IMMUTABLE for value in data.values()):
-            return _Checked(envelope.created_at, envelope.moved_to, data, None)
+        if len(raw) <= self._verdicts.largest:
+            self._keep(raw, _Checked.of(envelope, raw, _IMMUTABLE))
+        return envelope
+
+    def _keep(self, raw: bytes, checked: _Checked | None) -> None:
+        if checked is not None:
+            self._verdicts.put(raw, checked)
+
+
+# What a decoded value can be that no one can change in place (lists, dicts and sets can),
+# and of those, what msgpack gives back as exactly what it was given.
+_EXACT: frozenset[type] = frozenset({str, int, float, bool, type(None), bytes})
+_IMMUTABLE: frozenset[type] = _EXACT | {
+    datetime.datetime,
+    datetime.date,
+    datetime.time,
+    uuid.UUID,
+    decimal.Decimal,
+}
+
+
+class _Checked:
+    """What `Decoder` keeps of bytes it verified, and how it gives out their data."""
+
+    __slots__ = ("created_at", "frozen", "marshalled", "moved_to", "raw")
+
+    def __init__(
+        self,
+        created_at: float,
+        moved_to: str | None,
+        *,
+        frozen: dict[str, Any] | None = None,
+        marshalled: bytes | None = None,
+        raw: bytes = b"",
+    ) -> None:
+        self.created_at = created_at
+        self.moved_to = moved_to
+        self.frozen = frozen  # the data, when every value is immutable
+        self.marshalled = marshalled  # otherwise the data for `marshal`, if it takes it
+        self.raw = raw  # otherwise the bytes, to decode again
+
+    @classmethod
+    def of(
+        cls, envelope: Envelope, raw: bytes, immutable: frozenset[type], *, copy: bool = False
+    ) -> _Checked | None:
+        data, created_at, moved_to = envelope.data, envelope.created_at, envelope.moved_to
+        if set(map(type, data.values())) <= immutable:
+            # A copy: the caller keeps `data` (a fresh decode's, or the one just encoded).
+            return cls(created_at, moved_to, frozen=dict(data))
         try:
             # marshal copies nested builtins in C, faster than parsing the payload again;
             # it only ever reads bytes made here, from data that was just verified.
-            copied = marshal.dumps(data)
+            return cls(created_at, moved_to, marshalled=marshal.dumps(data))
         except ValueError:  # a value marshal does not know (datetime, Markup, ...)
-            copied = None
-        return _Checked(envelope.created_at, envelope.moved_to, None, copied, raw)
-
-
-# What a decoded value can be that no one can change in place (lists, dicts and sets can).
-_IMMUTABLE = frozenset(
-    {str, int, float, bool, type(None), bytes, datetime.datetime, datetime.date,
-     datetime.time, uuid.UUID, decimal.Decimal}
-)  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class _Checked:
-    """What `Decoder` remembers of bytes it verified, and how to give out their data."""
-
-    created_at: float
-    moved_to: str | None
-    frozen: dict[str, Any] | None  # the data, when every value is immutable
-    marshalled: bytes | None  # otherwise the data for `marshal`, when it can take it
-    raw: bytes = b""  # otherwise the bytes, to parse again
+            return None if copy else cls(created_at, moved_to, raw=raw)
 
     def copy_data(self) -> dict[str, Any]:
         if self.frozen is not None:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from .codec import Decoder, Envelope, Serializer, encode, record_keys
+from .codec import Envelope, KeyedCodec, Serializer, record_keys
 from .cookie import DEFAULT_MAX_AGE, CookieSettings, SecretKey, Signer
 from .errors import ConfigurationError, ConflictError, SessionTooLargeError, StoreUnavailableError
 from .events import Event, EventBus, EventKind, Hook
@@ -62,7 +62,6 @@ class CoreBase:
                 f"unsigned_records must be 'accept' or 'reject', got {unsigned_records!r}"
             )
         self.accept_unsigned = unsigned_records == "accept"
-        self._decoder = Decoder(self.record_keys, accept_unsigned=self.accept_unsigned)
         self.cookie = cookie
         self.policy = policy
         if (idle_timeout is not None and idle_timeout <= 0) or (
@@ -90,6 +89,9 @@ class CoreBase:
         self.max_size = max_size
         self.save_every_request = save_every_request
         self.serializer: Serializer = serializer
+        self._codec = KeyedCodec(
+            self.record_keys, serializer=serializer, accept_unsigned=self.accept_unsigned
+        )
         self.merge = merge
         self.max_attempts = max_attempts
         self.regenerate_grace = regenerate_grace
@@ -103,7 +105,7 @@ class CoreBase:
 
     def decode_record(self, record: Record) -> Envelope:
         """The envelope a stored record holds, checked with this core's keys."""
-        return decode_record(record, decoder=self._decoder)
+        return decode_record(record, decoder=self._codec.decode)
 
     def deadline(self, created_at: float, lifetime: float | None) -> float:
         """The deadline of a record written now: `lifetime` (else the idle timeout) from
@@ -117,9 +119,7 @@ class CoreBase:
         self, data: dict[str, Any], created_at: float, moved_to: str | None = None
     ) -> bytes:
         """The stored bytes of `data`; `SessionTooLargeError` over `max_size`."""
-        payload = encode(
-            Envelope(data, created_at, moved_to), self.serializer, key=self.record_keys[0]
-        )
+        payload = self._codec.encode(Envelope(data, created_at, moved_to))
         if len(payload) > self.max_size:
             # Checked on what is stored, merges included: every later request would read
             # it, and an anonymous client could otherwise fill the store with one request.

@@ -17,6 +17,7 @@ LAYERS = {
     "errors": 0,
     "types": 0,
     "values": 0,
+    "verdicts": 0,
     "codec": 1,
     "cookie": 1,
     "policy": 1,
@@ -70,6 +71,7 @@ STORE_MAY_IMPORT = {
     "stores.frame",
     "stores.filesafety",
     "stores.cachedio",
+    "verdicts",
     "errors",
 }
 FRAMEWORKS = {"starlette", "fastapi", "flask", "werkzeug", "django", "quart", "aiohttp"}

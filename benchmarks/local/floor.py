@@ -99,7 +99,7 @@ def _floor_read(path: str) -> Callable[[], bytes]:
 
 
 def run(quick: bool, deadline: float) -> Section:
-    from sessionguard.codec import Decoder, Envelope, decode, encode, record_keys
+    from sessionguard.codec import Envelope, KeyedCodec, decode, encode, record_keys
     from sessionguard.cookie import new_id
     from sessionguard.stores.file import FileStore
 
@@ -137,12 +137,12 @@ def run(quick: bool, deadline: float) -> Section:
             assert record is not None
             return decode(record.payload, keys=signing_keys)
 
-        decoder = Decoder(signing_keys)  # the middleware's, which keeps its verdicts
+        codec = KeyedCodec(signing_keys)  # the middleware's, which keeps its verdicts
 
         def load_decoder() -> object:
             record = store.load(key)
             assert record is not None
-            return decoder(record.payload)
+            return codec.decode(record.payload)
 
         ops: dict[str, Callable[[], object]] = {
             "floor": _floor_write(parents[False], stored, fsync=False),
@@ -212,7 +212,7 @@ def _section(
             "read",
             True,
         ),
-        ("**FileStore.load** + the middleware's decoder", "load+decoder", "read", True),
+        ("**FileStore.load** + the middleware's codec", "load+decoder", "read", True),
     ]
     rows, bars = [], []
     for label, name, floor, is_sg in rows_spec:
@@ -272,11 +272,11 @@ def _section(
         "with the new deadline, as a save does. `FileStore.load` checks the header and the "
         "payload's checksum; `codec.decode` checks the envelope's checksum and parses it, "
         "and with the signature checked also verifies its keyed BLAKE2b signature, as the "
-        "middleware does the first time it reads those bytes. *The middleware's decoder* "
-        "(`codec.Decoder`) remembers bytes it has verified: a session read again, unchanged, "
-        "is only copied out (a dict copy, or `marshal` for nested lists and dicts) rather "
-        "than checked and parsed again; FileStore likewise remembers the header check of "
-        "file bytes it has seen intact. *p90 µs*: how slow the slow ops were on this machine."
+        "middleware does the first time it reads those bytes. *The middleware's codec* "
+        "(`codec.KeyedCodec`) keeps the verdict on bytes it has verified or written: a "
+        "session read again, unchanged, is only copied out (a dict copy, or `marshal` for "
+        "nested lists and dicts) rather than checked and parsed again; FileStore likewise "
+        "keeps the header check of file bytes it has seen intact. *p90 µs*: how slow the slow ops were on this machine."
     )
     return Section(
         key="file-op-floor",

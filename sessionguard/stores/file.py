@@ -62,6 +62,7 @@ from ..errors import (
     CorruptSessionError,
     StoreUnavailableError,
 )
+from ..verdicts import Verdicts
 from . import cachedio, filesafety, frame
 from .base import (
     ABSENT,
@@ -373,6 +374,7 @@ class FileStore(BaseStore):
         """Replace the record at `path` atomically; return its version."""
         digest = frame.digest_of(payload)
         data = frame.pack(payload, expires_at, digest) + payload
+        version = frame.version_of(digest)
         if len(data) > self.max_record_size:
             # Written, it would read back as `oversized`: a session lost without a word.
             raise StoreUnavailableError(
@@ -410,7 +412,8 @@ class FileStore(BaseStore):
         if self.durable:
             with self._errors(f"sync directory {parent!r}", replaced=True):
                 _fsync_directory(parent)
-        return frame.version_of(digest)
+        _INTACT.put(data, Record(payload, version, expires_at))  # most likely read next
+        return version
 
     def _create_temp(self, parent: str, tmp: str) -> int:
         # A new file every time (O_EXCL, O_NOFOLLOW). Whatever has the name already is a
@@ -632,35 +635,27 @@ def _version_of(raw: bytes) -> int:
 
 def _record_of(raw: bytes, mtime: float) -> Record:
     """The record a file's bytes hold (`mtime` is only the deadline of a 0.1 record)."""
-    if len(raw) <= _REMEMBERED_BYTES:
-        intact = _intact_record(raw)
-        if intact is not None:
-            return intact
+    intact = _INTACT.get(raw)
+    if intact is not None:
+        return intact
     try:
         found = frame.read(raw)
     except CorruptSessionError as exc:
         return Record(raw, _version_of(raw), math.inf, damage=exc)
     if found is not None:
-        return Record(found.payload, found.version, found.expires_at)
+        record = Record(found.payload, found.version, found.expires_at)
+        _INTACT.put(raw, record)
+        return record
     if frame.is_intact_v1_record(raw):
         return Record(raw, _version_of(raw), mtime)
     return Record(raw, _version_of(raw), math.inf)
 
 
 # A session's file is read on every request and rewritten rarely: the checks of bytes
-# already seen intact are remembered (the verdict depends on the bytes alone). Damaged
-# or foreign bytes are judged afresh each time, each with an exception of its own.
-_REMEMBERED_BYTES = 4096
-
-
-@functools.lru_cache(maxsize=1024)
-def _intact_record(raw: bytes) -> Record | None:
-    """The record in `raw` if it is an intact current-format record, else `None`."""
-    try:
-        found = frame.read(raw)
-    except CorruptSessionError:
-        return None
-    return None if found is None else Record(found.payload, found.version, found.expires_at)
+# seen intact (read, or just written here) are kept; the verdict depends on the bytes
+# alone. Damaged or foreign bytes are judged afresh each time, each with an exception of
+# its own.
+_INTACT: Verdicts[Record] = Verdicts(4 << 20)
 
 
 def _unread(found: os.stat_result, reason: CorruptReason, limit: int) -> Record:
