@@ -7,8 +7,8 @@ The two drivers differ only in `op(store)` versus `await aop(store)`; everything
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 import anyio.to_thread
 
@@ -44,38 +44,55 @@ def run_sync(flow: Flow[_T], store: SyncStore, events: EventBus | None = None) -
 
     With `events`, each store operation is reported with its duration.
     """
-    try:
-        op = next(flow)
-        while True:
-            started = time.perf_counter()
-            try:
-                result = _perform(op, store)
-            except _THROWN_INTO_FLOW as exc:
-                op = flow.throw(exc)
-            else:
-                if events:
-                    _report(events, op, started)
-                op = flow.send(result)
-    except StopIteration as stop:
-        return cast(_T, stop.value)
+    steps = _Steps(flow, events)
+    for op in steps:
+        try:
+            steps.result = _perform(op, store)
+        except _THROWN_INTO_FLOW as exc:
+            steps.error = exc  # the flow answers it (a 503, a 413, another attempt)
+    return steps.value
 
 
 async def run_async(flow: Flow[_T], store: AsyncStore, events: EventBus | None = None) -> _T:
     """Drive `flow` to completion with awaited store calls; return the flow's result."""
-    try:
-        op = next(flow)
-        while True:
-            started = time.perf_counter()
-            try:
-                result = await _aperform(op, store)
-            except _THROWN_INTO_FLOW as exc:
-                op = flow.throw(exc)
-            else:
-                if events:
-                    _report(events, op, started)
-                op = flow.send(result)
-    except StopIteration as stop:
-        return cast(_T, stop.value)
+    steps = _Steps(flow, events)
+    for op in steps:
+        try:
+            steps.result = await _aperform(op, store)
+        except _THROWN_INTO_FLOW as exc:
+            steps.error = exc
+    return steps.value
+
+
+class _Steps(Generic[_T]):
+    """A flow being driven, shared by both drivers: iterating gives the operations to
+    perform; each one's `result` (or the `error` it raised: an outage, a lost swap, an
+    oversized session) goes back into the flow, and `value` is what it returned."""
+
+    __slots__ = ("_events", "_flow", "error", "result", "value")
+
+    def __init__(self, flow: Flow[_T], events: EventBus | None) -> None:
+        self._flow = flow
+        self._events = events
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[Op]:
+        flow, events = self._flow, self._events
+        try:
+            op = next(flow)
+            while True:
+                started = time.perf_counter()
+                yield op
+                if self.error is not None:
+                    error, self.error = self.error, None
+                    op = flow.throw(error)
+                else:
+                    if events:
+                        _report(events, op, started)
+                    op = flow.send(self.result)
+        except StopIteration as stop:
+            self.value: _T = stop.value
 
 
 _KINDS: dict[type[Op], EventKind] = {
