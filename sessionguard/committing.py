@@ -2,44 +2,27 @@
 the Set-Cookie header.
 
 One of five ways, chosen by `_commit`: a logout (`invalidate()`) deletes unconditionally;
-a regenerate moves the data to a new id (the protocol is in `sessionguard.decisions`); a
+a regenerate moves the data to a new id (the protocol is in `sessionguard.regenerating`); a
 new session is created; a changed one is merged into the newest stored data; an
 unchanged one only has its deadline moved, at most about once a minute.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-from .corebase import CoreBase, logger
-from .decisions import CARRY_MARK, Carried, Carry, Merge, Merged, Move, Moved
+from .corebase import Saved, logger
+from .decisions import Merge, Merged
 from .errors import ConflictError, SessionTooLargeError, StoreUnavailableError
 from .events import EventKind
 from .ops import Delete, Flow, Save, Touch, Update, Updated, key_hash
 from .policy import ErrorResponse
+from .regenerating import Regenerating
 from .session import Loaded, Session
 from .stores.base import ABSENT
 
-__all__ = ["Committing", "Saved"]
+__all__ = ["Committing"]
 
 
-@dataclass(frozen=True, slots=True)
-class Saved:
-    """Where a save left the session (see `Committing.save`)."""
-
-    #: The Set-Cookie header value to send, if any.
-    cookie: str | None
-    #: The record that now holds the session: `None` when none does (deleted meanwhile,
-    #: emptied, or never stored), or when this request cannot know (see `_refresh`).
-    stored: Loaded | None = None
-    #: What that record holds, when a merge made it differ from the session's own data.
-    data: dict[str, Any] | None = None
-    #: Merged into the session's regenerated id, whose cookie this request must not send.
-    forwarded: bool = False
-
-
-class Committing(CoreBase):
+class Committing(Regenerating):
     """`commit` and `save`: what the request did, to the store and the Set-Cookie header."""
 
     def commit(self, session: Session) -> Flow[tuple[str, ...] | ErrorResponse]:
@@ -196,48 +179,6 @@ class Committing(CoreBase):
         version = yield Save(loaded.key, payload, expires_at, None)
         stored = Loaded(loaded.key, version, loaded.created_at, expires_at)
         return Saved(self.cookie.set_header(self.signer.sign(loaded.key)), stored)
-
-    def _regenerate(self, session: Session, loaded: Loaded, lifetime: float | None) -> Flow[Saved]:
-        """Store the data under the new id, then turn the old id into a forward pointer.
-
-        Both steps are atomic store updates, so a regenerate never has to retry against
-        concurrent writers: the pointer replaces whatever the old id holds by then, and a
-        save that landed on the old id before it is carried over to the new id.
-
-        The new id inherits the creation time: rotating ids must not extend the absolute
-        lifetime (apps that rotate every few minutes would otherwise never expire).
-        """
-        new_key, created_at = session._sg.id, loaded.created_at
-        first = dict(session)
-        payload = self.payload(first, created_at)
-        expires_at = self.deadline(created_at, lifetime)
-        new_version = yield Save(new_key, payload, expires_at, ABSENT)
-        if new_version is None:  # pragma: no cover - see _create
-            raise ConflictError("a freshly generated session id already exists in the store")
-        now = self.clock()
-        carry = session._sg.carry_in_flight
-        pointer = self.payload(CARRY_MARK if carry else {}, now, moved_to=new_key)
-        # The pointer's deadline is fixed here: nothing refreshes a pointer (see _refresh).
-        moved: Updated[Moved] = yield Update(
-            loaded.key, Move(self, pointer, now + self.regenerate_grace)
-        )
-        old = moved.found
-        if old.gone:
-            # Logged out concurrently: logout wins, the new copy goes too.
-            yield Delete(new_key)
-            return Saved(self.cookie.clear_header())
-        cookie = self.cookie.set_header(self.signer.sign(new_key))
-        stored = Loaded(new_key, new_version, created_at, expires_at)
-        if carry and old.data is not None and old.version != loaded.version:
-            # A concurrent save landed on the old id first: carry it over, our changes on top.
-            carry_over = Carry(self, session, old.data, first, created_at, lifetime)
-            carried: Updated[Carried | None] = yield Update(new_key, carry_over)
-            if carried.version is None or carried.found is None:
-                return Saved(cookie)  # the new session was deleted meanwhile
-            stored = Loaded(new_key, carried.version, created_at, carried.found.expires_at)
-            return Saved(cookie, stored, carried.found.data)
-        # (If another request regenerated concurrently, both new sessions stay valid.)
-        return Saved(cookie, stored)
 
 
 class _Rotated(Exception):

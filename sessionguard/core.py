@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .committing import Committing, Saved
-from .corebase import UnsignedRecords, logger
+from .committing import Committing
+from .corebase import Saved, UnsignedRecords, logger
 from .errors import CorruptSessionError, StoreUnavailableError
 from .events import EventKind
 from .opening import Opening

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from .codec import Envelope, KeyedCodec, Serializer, record_keys
@@ -19,10 +20,10 @@ from .events import Event, EventBus, EventKind, Hook
 from .ops import key_hash
 from .policy import CorruptionPolicy
 from .record import decode_record
-from .session import Session
+from .session import Loaded, Session
 from .stores.base import Record
 
-__all__ = ["CoreBase", "UnsignedRecords", "logger", "security_logger"]
+__all__ = ["Saved", "CoreBase", "UnsignedRecords", "logger", "security_logger"]
 
 #: What to do with a record that carries no signature (written by sessionguard 0.1): read
 #: it (and sign it at its next write), or treat it as corrupt.
@@ -30,6 +31,21 @@ UnsignedRecords = Literal["accept", "reject"]
 
 logger = logging.getLogger("sessionguard")
 security_logger = logging.getLogger("sessionguard.security")
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """Where a save left the session (see `Committing.save`)."""
+
+    #: The Set-Cookie header value to send, if any.
+    cookie: str | None
+    #: The record that now holds the session: `None` when none does (deleted meanwhile,
+    #: emptied, or never stored), or when this request cannot know (see `_refresh`).
+    stored: Loaded | None = None
+    #: What that record holds, when a merge made it differ from the session's own data.
+    data: dict[str, Any] | None = None
+    #: Merged into the session's regenerated id, whose cookie this request must not send.
+    forwarded: bool = False
 
 
 class CoreBase:

@@ -7,19 +7,8 @@ that finding (see `sessionguard.ops.Update`). Four of them:
 * `Merge`, a save: this request's set and deleted keys on top of the newest data; a
   forward pointer met on the way is followed (`moved_to`) or refuses the save (`rotated`).
 * `Claim`, an adoption of an old backend's session: exactly once per old id.
-* `Move` and `Carry`, a regenerate, whose protocol is:
-  1. the data is saved under the new id (a plain save, before any of this);
-  2. `Move` turns the old id into a forward pointer with a short deadline. It finds what
-     the old id held: nothing (logged out meanwhile: the new copy is deleted too,
-     logout wins), another pointer (regenerated concurrently: both new ids stay valid),
-     or data;
-  3. with `carry_in_flight`, if that data is not what the regenerating request loaded
-     (a concurrent save landed first), `Carry` merges it into the new id. Requests
-     still in flight on the old id then `Merge` into the new id through the pointer,
-     without learning it; without `carry_in_flight` their saves are refused.
-  Invariants: the old id never leads an `open` to the new session (fixation); a logout
-  is never undone; the new id keeps the creation time (rotation never extends the
-  absolute lifetime).
+* `Move` and `Carry`, the two steps of a regenerate that must see the old and the new
+  record (the protocol is in `sessionguard.regenerating`).
 """
 
 from __future__ import annotations

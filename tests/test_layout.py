@@ -42,6 +42,7 @@ LAYERS = {
     "decisions": 3,
     "corebase": 3.5,
     "opening": 3.7,
+    "regenerating": 3.6,
     "committing": 3.7,
     "core": 4,
     "adoption": 4.5,
