@@ -276,7 +276,8 @@ def _section(
         "(`codec.KeyedCodec`) keeps the verdict on bytes it has verified or written: a "
         "session read again, unchanged, is only copied out (a dict copy, or `marshal` for "
         "nested lists and dicts) rather than checked and parsed again; FileStore likewise "
-        "keeps the header check of file bytes it has seen intact. *p90 µs*: how slow the slow ops were on this machine."
+        "keeps the header check of file bytes it has seen intact. *p90 µs*: how slow the "
+        "slow ops were on this machine."
     )
     return Section(
         key="file-op-floor",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from sessionguard.stores import FileStore
-from sessionguard.stores.file import _old_path
+from sessionguard.stores.filelayout import old_path as _old_path
 from tests.planted import KINDS, SECRET, mode_of, plant, umask, within_time
 from tests.record_files import framed
 

@@ -20,7 +20,7 @@ from sessionguard.errors import CorruptReason, CorruptSessionError
 from sessionguard.record import decode_record
 from sessionguard.stores import FileStore, Record
 from sessionguard.stores.base import Write
-from sessionguard.stores.file import _old_path
+from sessionguard.stores.filelayout import old_path as _old_path
 from tests.clock import FakeClock
 from tests.record_files import deadline_of, framed, payload_of, record_path, write_v1
 

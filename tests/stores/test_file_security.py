@@ -27,7 +27,7 @@ from sessionguard.errors import ConfigurationError, CorruptReason, StoreUnavaila
 from sessionguard.policy import CorruptionPolicy
 from sessionguard.stores import FileStore
 from sessionguard.stores.base import Write, key_hash
-from sessionguard.stores.file import _old_path
+from sessionguard.stores.filelayout import old_path as _old_path
 from tests.clock import FakeClock
 from tests.planted import KINDS, SECRET, Kind, mode_of, plant, secret_file, umask, within_time
 from tests.record_files import framed, lock_path, record_path

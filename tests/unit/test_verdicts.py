@@ -28,7 +28,7 @@ def test_a_byte_string_over_an_eighth_of_the_budget_is_never_kept() -> None:
 
 def test_equal_bytes_find_the_verdict_and_other_bytes_do_not() -> None:
     kept: Verdicts[int] = Verdicts(budget=1 << 10)
-    kept.put(bytes(b"record"), 1)
+    kept.put(b"record", 1)
     assert kept.get(b"rec" + b"ord") == 1
     assert kept.get(b"recorD") is None
 
