@@ -139,8 +139,8 @@ class FileStore(BaseStore):
 
     def _load_cached(self, key: str) -> Record | None:
         """`load` from the kernel's caches only, or `cachedio.NotCached`."""
-        path = self._layout.locate(key)[1]
-        record = filerecord.read_cached(self._layout, path, key, self.max_record_size)
+        parent, path, _ = self._layout.locate(key)
+        record = filerecord.read_cached(self._layout, (parent, path), key, self.max_record_size)
         return None if record.expires_at <= self._clock() else record
 
     def _find(self, path: str, key: str) -> tuple[str, Record | None]:

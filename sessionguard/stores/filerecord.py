@@ -62,14 +62,16 @@ def read(layout: FileLayout, path: str, key: str, limit: int) -> Record | None:
     return _record_of(raw, st.st_mtime)
 
 
-def read_cached(layout: FileLayout, path: str, key: str, limit: int) -> Record:
+def read_cached(layout: FileLayout, located: tuple[str, str], key: str, limit: int) -> Record:
     """`read` from the kernel's caches only, never waiting for a disk (`cachedio`).
 
     `NotCached` for anything it cannot answer so: a file or directory not cached, no
     file at the path, anything but a regular file of at most `limit` bytes, a directory
-    not yet checked. The blocking `read` handles those.
+    not yet checked. The blocking `read` handles those. `located`: the record's directory
+    and path.
     """
-    if not layout.is_trusted(os.path.dirname(path)):
+    parent, path = located
+    if not layout.is_trusted(parent):
         raise cachedio.NotCached  # judged once, by the blocking path
     try:
         fd = cachedio.open_cached(path, filesafety.READ_FLAGS)
