@@ -106,6 +106,7 @@ class Committing(Regenerating):
         version = yield Save(session._sg.id, payload, expires_at, ABSENT)
         if version is None:  # pragma: no cover - a 160-bit random id that already exists
             raise ConflictError("a freshly generated session id already exists in the store")
+        self._emit(EventKind.CREATED, session._sg.id)
         stored = Loaded(session._sg.id, version, now, expires_at)
         return Saved(self.cookie.set_header(self.signer.sign(session._sg.id)), stored)
 

@@ -26,6 +26,7 @@ class EventKind(enum.StrEnum):
     DELETE = "delete"
     TOUCH = "touch"
     # What the core decided.
+    CREATED = "created"  # a new session was stored for the first time (its cookie sent)
     CORRUPT = "corrupt"  # reason: the CorruptReason
     MERGE = "merge"  # a save applied its changes on top of a concurrent request's save
     CONFLICT = "conflict"  # concurrent writers kept winning: answered 503
