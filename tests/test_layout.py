@@ -30,6 +30,7 @@ LAYERS = {
     "stores.memory": 2,
     "stores.filelayout": 1.5,
     "stores.filerecord": 1.7,
+    "stores.fileowners": 1.75,
     "stores.filepurge": 1.8,
     "stores.file": 2,
     "stores.redis": 2,
@@ -44,6 +45,7 @@ LAYERS = {
     "target": 3,
     "decisions": 3,
     "corebase": 3.5,
+    "byuser": 3.7,
     "opening": 3.7,
     "regenerating": 3.6,
     "committing": 3.7,
@@ -51,6 +53,7 @@ LAYERS = {
     "adoption": 4.5,
     "driver": 4,
     "options": 5,
+    "users": 6,
     "wsgi": 6,
     "flask": 6,
     "asgi": 6,
@@ -67,6 +70,7 @@ LAYERS = {
     "migrate": 6,
     "": 7,  # the package root re-exports everything
     "scan": 4,
+    "usercommands": 7.5,
     "cli": 8,  # the `sessionguard` command, on top of everything
     "__main__": 9,
 }
@@ -78,6 +82,7 @@ STORE_MAY_IMPORT = {
     "stores.filelayout",
     "stores.filerecord",
     "stores.filepurge",
+    "stores.fileowners",
     "verdicts",
     "errors",
 }

@@ -26,6 +26,7 @@ command once for its two clients). The compare-and-swap loop is such a flow too.
 from __future__ import annotations
 
 import abc
+import enum
 import functools
 import hashlib
 import random
@@ -34,7 +35,18 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from operator import methodcaller
-from typing import Any, NamedTuple, NoReturn, Protocol, TypeVar, cast, runtime_checkable
+from typing import (
+    Any,
+    Final,
+    Literal,
+    NamedTuple,
+    NoReturn,
+    Protocol,
+    TypeAlias,
+    TypeVar,
+    cast,
+    runtime_checkable,
+)
 
 import anyio
 import anyio.to_thread
@@ -50,10 +62,12 @@ from ..errors import (
 
 __all__ = [
     "ABSENT",
+    "KEEP",
     "UPDATE_ATTEMPTS",
     "AsyncStore",
     "BaseStore",
     "Emit",
+    "Owner",
     "PurgeProgress",
     "Record",
     "ScannableStore",
@@ -133,15 +147,32 @@ class PurgeProgress:
     errors: tuple[str, ...] = ()
 
 
+class _Keep(enum.Enum):
+    KEEP = "keep"
+
+
+#: `owner=KEEP`: the write does not change who owns the record (see `Owner`).
+KEEP: Final = _Keep.KEEP
+
+#: Who a record belongs to, for a store that indexes sessions by user
+#: (`BaseStore.indexes_users`): a user id, `None` for no one, or `KEEP` for whoever owned
+#: it before. The store keeps the owner with the record and its per-user index in the
+#: same atomic step as the write; deleting, expiring or purging a record drops it from
+#: the index. Stores that keep no index ignore it.
+Owner: TypeAlias = str | None | Literal[_Keep.KEEP]
+
+
 @dataclass(frozen=True, slots=True)
 class Write:
     """What an `update` callback wants in place of the record it was shown.
 
-    `payload=None` deletes the record (`update` then returns `ABSENT`).
+    `payload=None` deletes the record (`update` then returns `ABSENT`). `owner`: see
+    `Owner`.
     """
 
     payload: bytes | None
     expires_at: float = 0.0
+    owner: Owner = KEEP
 
 
 #: Called with the live record (or `None`); returns what to store, or `None` to store nothing.
@@ -315,6 +346,10 @@ class BaseStore(abc.ABC):
     `run_flow` on the blocking client and by `arun_flow` on the asyncio one.
     """
 
+    #: Whether the store keeps each record's owner and lists a user's sessions
+    #: (`save(..., owner=)`, `Write.owner`, `sessions_of`, `owner_of`).
+    indexes_users: bool = False
+
     def __init__(self, *, max_threads: int = 8) -> None:
         if max_threads < 1:
             raise ConfigurationError(f"max_threads must be at least 1, got {max_threads!r}")
@@ -367,10 +402,23 @@ class BaseStore(abc.ABC):
         return await self._run(self.load, key)
 
     async def asave(
-        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+        self,
+        key: str,
+        payload: bytes,
+        *,
+        expires_at: float,
+        expected_version: int | None = None,
+        owner: Owner = KEEP,
     ) -> int | None:
+        # `owner` only reaches a store that indexes users: other stores' `save` has none.
+        extra = {} if owner is KEEP else {"owner": owner}
         return await self._run(
-            self.save, key, payload, expires_at=expires_at, expected_version=expected_version
+            self.save,
+            key,
+            payload,
+            expires_at=expires_at,
+            expected_version=expected_version,
+            **extra,
         )
 
     async def adelete(self, key: str, *, expected_version: int | None = None) -> bool:
@@ -386,6 +434,21 @@ class BaseStore(abc.ABC):
 
     async def apurge_expired(self) -> int:
         return await self._run(self.purge_expired)
+
+    def sessions_of(self, user: str) -> list[str]:
+        """The keys of the records `user` owns, for a store that `indexes_users` (one that
+        keeps expired records until a purge may list those too: callers check each)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no index of sessions by user")
+
+    def owner_of(self, key: str) -> str | None:
+        """Who owns the record of `key` (`None`: no one, or no record)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no index of sessions by user")
+
+    async def asessions_of(self, user: str) -> list[str]:
+        return await self._run(self.sessions_of, user)
+
+    async def aowner_of(self, key: str) -> str | None:
+        return await self._run(self.owner_of, key)
 
     async def aclose(self) -> None:
         # Closing may block (a pool, a connection): off the event loop too.
@@ -530,8 +593,15 @@ def swap_flow(key: str, updater: Updater) -> StoreFlow[int | None]:
             if current is None or (yield methodcaller("delete", key, expected_version=expected)):
                 return ABSENT
             continue
+        # The owner only reaches a store that indexes users (others' `save` has none).
+        owned = {} if write.owner is KEEP else {"owner": write.owner}
         version: int | None = yield methodcaller(
-            "save", key, write.payload, expires_at=write.expires_at, expected_version=expected
+            "save",
+            key,
+            write.payload,
+            expires_at=write.expires_at,
+            expected_version=expected,
+            **owned,
         )
         if version is not None:
             return version

@@ -51,10 +51,12 @@ import time
 from collections.abc import Callable, Iterator
 
 from ..errors import ConfigurationError
-from . import cachedio, filepurge, filerecord, frame
+from . import cachedio, fileowners, filepurge, filerecord, frame
 from .base import (
     ABSENT,
+    KEEP,
     BaseStore,
+    Owner,
     PurgeProgress,
     Record,
     StoredRecord,
@@ -161,7 +163,13 @@ class FileStore(BaseStore):
     # -- writing -----------------------------------------------------------------------
 
     def save(
-        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+        self,
+        key: str,
+        payload: bytes,
+        *,
+        expires_at: float,
+        expected_version: int | None = None,
+        owner: Owner = KEEP,
     ) -> int | None:
         parent, path, stripe = self._layout.place(key)
         with self._layout.stripe_lock(stripe):
@@ -169,7 +177,7 @@ class FileStore(BaseStore):
             if expected_version is not None:
                 if (current.version if current else ABSENT) != expected_version:
                     return None
-            version = self._write(parent, path, key, payload, expires_at)
+            version = self._write_owned(parent, path, key, payload, expires_at, owner)
             self._drop_old(found, path, key)
         return version
 
@@ -188,8 +196,11 @@ class FileStore(BaseStore):
                     contextlib.suppress(FileNotFoundError),
                 ):
                     os.unlink(found)
+                fileowners.disown(self._layout, parent, key)
                 return ABSENT
-            version = self._write(parent, path, key, write.payload, write.expires_at)
+            version = self._write_owned(
+                parent, path, key, write.payload, write.expires_at, write.owner
+            )
             self._drop_old(found, path, key)
         return version
 
@@ -208,6 +219,7 @@ class FileStore(BaseStore):
                     os.unlink(found)
                 except FileNotFoundError:
                     return False
+            fileowners.disown(self._layout, self._layout.locate(key)[0], key)
         # An expired record is removed too, but it was not live: report `False`, as a
         # store that expires records by itself would.
         return live
@@ -240,6 +252,15 @@ class FileStore(BaseStore):
             durable=self.durable,
             limit=self.max_record_size,
         )
+
+    def _write_owned(
+        self, parent: str, path: str, key: str, payload: bytes, expires_at: float, owner: Owner
+    ) -> int:
+        """`_write`, with the owner changed around it (see `fileowners` for the order)."""
+        previous = fileowners.claim(self._layout, parent, key, owner, durable=self.durable)
+        version = self._write(parent, path, key, payload, expires_at)
+        fileowners.release(self._layout, key, previous, owner)
+        return version
 
     def _drop_old(self, found: str, path: str, key: str) -> None:
         """After writing `path`, remove the copy at the pre-0.2 `found`, if that is where
@@ -286,6 +307,17 @@ class FileStore(BaseStore):
         `purge_expired` removes the leftovers.
         """
         return filepurge.leftover_temp_files(self._layout)
+
+    # -- the per-user index (sessionguard.stores.fileowners) -----------------------------
+
+    indexes_users = True
+
+    def sessions_of(self, user: str) -> list[str]:
+        return fileowners.sessions_of(self._layout, user)
+
+    def owner_of(self, key: str) -> str | None:
+        parent, path, _ = self._layout.place(key)
+        return fileowners.owner_of(self._layout, parent, key) if os.path.lexists(path) else None
 
     def __repr__(self) -> str:
         return f"FileStore({self.directory!r}, durable={self.durable!r})"

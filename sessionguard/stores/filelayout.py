@@ -27,6 +27,7 @@ __all__ = ["TMP_SUFFIX", "FileLayout", "old_path"]
 TMP_SUFFIX = ".tmp"
 _LOCK_DIR = ".locks"
 _FAN_OUT_NAME = re.compile(r"[0-9a-f]{2}")
+_HASH_NAME = re.compile(r"[0-9a-f]{32}")
 
 
 class FileLayout:
@@ -77,6 +78,11 @@ class FileLayout:
                 above = os.path.dirname(parent)
                 levels = (parent,) if above == self.directory else (above, parent)
                 filesafety.check_levels(self.directory, levels, self._trusted, create=create)
+
+    def check_private(self, levels: tuple[str, ...], *, create: bool) -> None:
+        """`check_fan_out` for other directories of the store (outermost first)."""
+        with self.errors(f"check directory {levels[-1]!r}"):
+            filesafety.check_levels(self.directory, levels, self._trusted, create=create)
 
     def is_trusted(self, parent: str) -> bool:
         return parent in self._trusted
@@ -180,7 +186,11 @@ class FileLayout:
             return stripe
         return None
 
-    def _fan_out_level(self, path: str) -> list[str]:
+    def subdirectories(self, path: str) -> list[str]:
+        """The real directories (never links) in `path` named by a 32-digit hex hash."""
+        return self._fan_out_level(path, _HASH_NAME)
+
+    def _fan_out_level(self, path: str, names: re.Pattern[str] | None = None) -> list[str]:
         # Only real directories with two-hex-digit names: the directory may also hold
         # files and folders of the operator's (a quarantine, a README) that are none of
         # ours, and a symbolic link could lead a purge to delete files anywhere.
@@ -192,7 +202,7 @@ class FileLayout:
         return sorted(
             e.path
             for e in entries
-            if _FAN_OUT_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
+            if (names or _FAN_OUT_NAME).fullmatch(e.name) and e.is_dir(follow_symlinks=False)
         )
 
 

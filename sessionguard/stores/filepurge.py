@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterator
 
 from ..errors import StoreUnavailableError
-from . import filerecord
+from . import fileowners, filerecord
 from .base import PurgeProgress, StoredRecord, key_hash
 from .filelayout import TMP_SUFFIX, FileLayout
 
@@ -43,6 +43,12 @@ def purge_batches(
             if examined % batch_size == 0 and examined < len(names):
                 yield PurgeProgress(removed, done - 1, len(parents), tuple(errors))
                 removed, errors = 0, []
+        if done == len(parents):
+            # Last, the index entries a killed writer left (the records' own went above).
+            try:
+                fileowners.purge_index(layout)
+            except StoreUnavailableError as exc:
+                errors.append(str(exc))
         yield PurgeProgress(removed, done, len(parents), tuple(errors))
 
 
@@ -105,4 +111,5 @@ def _purge_one(layout: FileLayout, limit: int, clock: Clock, listed_in: str, nam
                 os.unlink(path)
             except FileNotFoundError:
                 return 0
+        fileowners.disown(layout, layout.locate(key)[0], key)
     return 1

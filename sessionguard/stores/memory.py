@@ -10,7 +10,9 @@ from typing import Any, TypeVar
 
 from .base import (
     ABSENT,
+    KEEP,
     BaseStore,
+    Owner,
     PurgeProgress,
     Record,
     StoredRecord,
@@ -27,12 +29,17 @@ class MemoryStore(BaseStore):
     """Keeps records in a dict guarded by a lock; one object serves both sync and async callers.
 
     Data is lost when the process exits and is not shared between worker processes.
-    `clock` exists so tests can move time forward without sleeping.
+    `clock` exists so tests can move time forward without sleeping. Records' owners and
+    the per-user index change under the same lock as the records.
     """
+
+    indexes_users = True
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self._records: dict[str, Record] = {}
+        self._owners: dict[str, str] = {}
+        self._by_user: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._versions = itertools.count(1)
         self._clock = clock
@@ -45,7 +52,7 @@ class MemoryStore(BaseStore):
         """The live record of `key`; with `expected_version`, only if it has that version."""
         record = self._records.get(key)
         if record is not None and record.expires_at <= self._clock():
-            del self._records[key]
+            self._drop(key)
             return None
         if record is None or expected_version is None or record.version == expected_version:
             return record
@@ -57,7 +64,13 @@ class MemoryStore(BaseStore):
             return self._live(key)
 
     def save(
-        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+        self,
+        key: str,
+        payload: bytes,
+        *,
+        expires_at: float,
+        expected_version: int | None = None,
+        owner: Owner = KEEP,
     ) -> int | None:
         validate_key(key)
         with self._lock:
@@ -67,6 +80,7 @@ class MemoryStore(BaseStore):
                     return None
             version = next(self._versions)
             self._records[key] = Record(bytes(payload), version, expires_at)
+            self._own(key, owner)
             return version
 
     def delete(self, key: str, *, expected_version: int | None = None) -> bool:
@@ -74,7 +88,7 @@ class MemoryStore(BaseStore):
         with self._lock:
             if self._live(key, expected_version) is None:
                 return False
-            del self._records[key]
+            self._drop(key)
             return True
 
     def touch(self, key: str, expires_at: float, *, expected_version: int | None = None) -> bool:
@@ -93,10 +107,11 @@ class MemoryStore(BaseStore):
             if write is None:
                 return None
             if write.payload is None:
-                self._records.pop(key, None)
+                self._drop(key)
                 return ABSENT
             version = next(self._versions)
             self._records[key] = Record(bytes(write.payload), version, write.expires_at)
+            self._own(key, write.owner)
             return version
 
     def purge_expired_batches(self, batch_size: int = 1000) -> Iterator[PurgeProgress]:
@@ -111,7 +126,7 @@ class MemoryStore(BaseStore):
                     # Checked again under the lock: it may have been refreshed since.
                     record = self._records.get(key)
                     if record is not None and record.expires_at <= self._clock():
-                        del self._records[key]
+                        self._drop(key)
                         removed += 1
             done = min(start + batch_size, len(candidates))
             yield PurgeProgress(removed, done, len(candidates))
@@ -121,3 +136,33 @@ class MemoryStore(BaseStore):
             snapshot = list(self._records.items())
         for key, record in snapshot:
             yield StoredRecord(key, record, record.expires_at <= self._clock())
+
+    def sessions_of(self, user: str) -> list[str]:
+        with self._lock:
+            return sorted(self._by_user.get(user, ()))
+
+    def owner_of(self, key: str) -> str | None:
+        with self._lock:
+            return self._owners.get(key) if key in self._records else None
+
+    # -- the index, always changed under the lock with the records ------------------------
+
+    def _own(self, key: str, owner: Owner) -> None:
+        if owner is KEEP or self._owners.get(key) == owner:
+            return
+        self._disown(key)
+        if owner is not None:
+            self._owners[key] = owner
+            self._by_user.setdefault(owner, set()).add(key)
+
+    def _drop(self, key: str) -> None:
+        self._records.pop(key, None)
+        self._disown(key)
+
+    def _disown(self, key: str) -> None:
+        previous = self._owners.pop(key, None)
+        if previous is not None:
+            keys = self._by_user[previous]
+            keys.discard(key)
+            if not keys:
+                del self._by_user[previous]

@@ -1,11 +1,21 @@
 """`RedisStore`: one Redis hash per session, expiry as the key's TTL, compare-and-swap in Lua.
 
 Each session is a single key `<prefix><id>` holding a hash `{v: version, p: payload,
-e: deadline}` (the deadline kept exactly, and also set as the key's expiry),
-so every operation touches exactly one key and works unchanged on Redis Cluster. Every
-operation is one round trip: the compare-and-swap, the conditional delete and the load
-and `touch` are Lua scripts, which Redis runs atomically. `touch` moves the deadline and
-the key's expiry and does not rewrite the body.
+e: deadline}` (the deadline kept exactly, and also set as the key's expiry). Every
+operation is one round trip: the compare-and-swap, the deletes, the load and `touch`
+are Lua scripts, which Redis runs atomically. `touch` moves the deadline and the key's
+expiry and does not rewrite the body.
+
+A session that belongs to a user (`indexes_users`) also has `o: the user id` and `u: the
+name of the user's set` in its hash, and is a member (by its key's name) of that set,
+`<prefix>user:<blake2b of the user id>` (hashed: a user id may be anything, and never
+becomes part of a key name). The script that writes the record changes the sets in the
+same atomic step, so concurrent writers never leave a set disagreeing with the hashes.
+A record that Redis expires by its TTL leaves its name in the set: `sessions_of` drops
+such names when it meets them, and `purge_expired` sweeps every set. The sets are keys
+of their own, which scripts reach without declaring them: this does not work on Redis
+Cluster (where a script may only touch keys of one slot, given in KEYS) until the keys
+share a hash tag.
 
 The deadline in the hash is the authority, the TTL only the means by which Redis drops
 the key on time. An RDB or AOF restore keeps TTLs (both store absolute times), but a
@@ -28,8 +38,10 @@ from typing import Any, NamedTuple
 
 from ..errors import ConfigurationError, StoreUnavailableError
 from .base import (
+    KEEP,
     BaseStore,
     Emit,
+    Owner,
     PurgeProgress,
     Record,
     StoredRecord,
@@ -65,6 +77,27 @@ local function expired(e)
 end
 """
 
+# Prepended to the scripts that change owners. A record's hash names its owner's set in
+# `u`; the set holds the record's key name.
+_OWNERS = """
+local function disown(name)
+  local set = redis.call('HGET', name, 'u')
+  if set then redis.call('SREM', set, name) end
+end
+-- Drops the names in `set` whose record is gone (expired by its TTL) or owned by another.
+local function sweep(set)
+  local kept = {}
+  for _, name in ipairs(redis.call('SMEMBERS', set)) do
+    if redis.call('HGET', name, 'u') == set then
+      table.insert(kept, name)
+    else
+      redis.call('SREM', set, name)
+    end
+  end
+  return kept
+end
+"""
+
 # KEYS[1] = session key. Returns {payload, version, deadline} or nil.
 _LOAD = (
     _EXPIRED
@@ -75,14 +108,18 @@ return fields
 """
 )
 
-# ARGV = expected version ('' = unconditional), payload, deadline in unix ms, deadline.
-# Returns the new version, or 0 on a compare-and-swap miss.
+# ARGV = expected version ('' = unconditional), payload, deadline in unix ms, deadline,
+# what to do with the owner ('keep', 'none' or 'own'), the owner (for 'own'), and
+# KEYS[2] = the owner's set (for 'own'). Returns the new version, or 0 on a
+# compare-and-swap miss.
 _SAVE = (
     _EXPIRED
+    + _OWNERS
     + """
 local current = redis.call('HGET', KEYS[1], 'v')
 local e = redis.call('HGET', KEYS[1], 'e')
 if current and e and expired(e) then
+  disown(KEYS[1])
   redis.call('DEL', KEYS[1])  -- its TTL was lost; it is not live, so start afresh
   current = false
 end
@@ -95,6 +132,14 @@ if ARGV[1] ~= '' then
 end
 local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'p', ARGV[2], 'e', ARGV[4])
+if ARGV[5] == 'own' then
+  if redis.call('HGET', KEYS[1], 'u') ~= KEYS[2] then disown(KEYS[1]) end
+  redis.call('HSET', KEYS[1], 'o', ARGV[6], 'u', KEYS[2])
+  redis.call('SADD', KEYS[2], KEYS[1])
+elseif ARGV[5] == 'none' then
+  disown(KEYS[1])
+  redis.call('HDEL', KEYS[1], 'o', 'u')
+end
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return version
 """
@@ -113,25 +158,61 @@ return redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 """
 )
 
-# ARGV = expected version. Returns 1 if deleted.
-_DELETE_IF = (
+# ARGV = expected version ('' = any: delete whatever is there). Returns 1 if deleted.
+_DELETE = (
     _EXPIRED
+    + _OWNERS
     + """
-local fields = redis.call('HMGET', KEYS[1], 'v', 'e')
-if fields[1] == ARGV[1] and fields[2] and not expired(fields[2]) then
-  return redis.call('DEL', KEYS[1])
+if ARGV[1] ~= '' then
+  local fields = redis.call('HMGET', KEYS[1], 'v', 'e')
+  if fields[1] ~= ARGV[1] or not fields[2] or expired(fields[2]) then return 0 end
 end
-return 0
+disown(KEYS[1])
+return redis.call('DEL', KEYS[1])
 """
 )
 
-# Removes the key if it is a session hash past its deadline (its TTL was lost).
-_PURGE_IF_EXPIRED = (
+# KEYS[1] = a user's set. Returns the key names of the user's live sessions, and drops
+# the names whose record is gone, so the set does not only grow.
+_SESSIONS_OF = (
+    _EXPIRED
+    + _OWNERS
+    + """
+local live = {}
+for _, name in ipairs(sweep(KEYS[1])) do
+  local e = redis.call('HGET', name, 'e')
+  if e and not expired(e) then table.insert(live, name) end
+end
+return live
+"""
+)
+
+# Returns the owner of the live session KEYS[1], or nil.
+_OWNER_OF = (
     _EXPIRED
     + """
-if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return 0 end
+local fields = redis.call('HMGET', KEYS[1], 'o', 'v', 'e')
+if not (fields[2] and fields[3]) or expired(fields[3]) then return nil end
+return fields[1]
+"""
+)
+
+# Removes the key if it is a session hash past its deadline (its TTL was lost), with its
+# name in its owner's set; if the key is a user's set (its name starts with ARGV[1]),
+# drops the names of records that are gone. Returns the number of sessions removed.
+_PURGE_IF_EXPIRED = (
+    _EXPIRED
+    + _OWNERS
+    + """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'set' and string.sub(KEYS[1], 1, #ARGV[1]) == ARGV[1] then
+  sweep(KEYS[1])
+  return 0
+end
+if kind ~= 'hash' then return 0 end
 local e = redis.call('HGET', KEYS[1], 'e')
 if e and redis.call('HEXISTS', KEYS[1], 'p') == 1 and expired(e) then
+  disown(KEYS[1])
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -156,8 +237,11 @@ class RedisStore(BaseStore):
     run on the blocking client by the sync methods and on the asyncio one by the async
     methods. `update` is the compare-and-swap loop: each attempt is two atomic round
     trips, and Redis is fast enough that losing the race 32 times in a row needs far
-    more writers on one session than a browser has.
+    more writers on one session than a browser has. The owner travels with each
+    compare-and-swap write, so an update that changes it is as atomic as one that does not.
     """
+
+    indexes_users = True
 
     def __init__(
         self,
@@ -224,6 +308,20 @@ class RedisStore(BaseStore):
     def _pattern(self) -> str:
         return _glob_escape(self.prefix) + "*"
 
+    def _sets(self) -> str:
+        """What the names of the users' sets start with."""
+        return self.prefix + "user:"  # never a session key: ':' is not allowed in those
+
+    def _owning(self, owner: Owner) -> _Owning:
+        if owner is KEEP:
+            return _Owning([], ["keep", ""])
+        if owner is None:
+            return _Owning([], ["none", ""])
+        return _Owning([self._user_set(owner)], ["own", _owner_bytes(owner)])
+
+    def _user_set(self, user: str) -> str:
+        return self._sets() + hashlib.blake2b(_owner_bytes(user), digest_size=16).hexdigest()
+
     # -- the API: each method runs its flow on one client ----------------------------------
 
     def load(self, key: str) -> Record | None:
@@ -233,15 +331,27 @@ class RedisStore(BaseStore):
         return await arun_flow(_load(self._key(key)), self._async().perform)
 
     def save(
-        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+        self,
+        key: str,
+        payload: bytes,
+        *,
+        expires_at: float,
+        expected_version: int | None = None,
+        owner: Owner = KEEP,
     ) -> int | None:
-        flow = _save(self._key(key), payload, expires_at, expected_version)
+        flow = _save(self._key(key), payload, expires_at, expected_version, self._owning(owner))
         return run_flow(flow, self._sync().perform)
 
     async def asave(
-        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+        self,
+        key: str,
+        payload: bytes,
+        *,
+        expires_at: float,
+        expected_version: int | None = None,
+        owner: Owner = KEEP,
     ) -> int | None:
-        flow = _save(self._key(key), payload, expires_at, expected_version)
+        flow = _save(self._key(key), payload, expires_at, expected_version, self._owning(owner))
         return await arun_flow(flow, self._async().perform)
 
     def delete(self, key: str, *, expected_version: int | None = None) -> bool:
@@ -263,15 +373,31 @@ class RedisStore(BaseStore):
     async def aupdate(self, key: str, updater: Updater) -> int | None:
         return await aupdate_by_swap(self, key, updater)
 
+    def sessions_of(self, user: str) -> list[str]:
+        return run_flow(_sessions_of(self.prefix, self._user_set(user)), self._sync().perform)
+
+    async def asessions_of(self, user: str) -> list[str]:
+        flow = _sessions_of(self.prefix, self._user_set(user))
+        return await arun_flow(flow, self._async().perform)
+
+    def owner_of(self, key: str) -> str | None:
+        return run_flow(_owner_of(self._key(key)), self._sync().perform)
+
+    async def aowner_of(self, key: str) -> str | None:
+        return await arun_flow(_owner_of(self._key(key)), self._async().perform)
+
     def purge_expired_batches(self, batch_size: int = 1000) -> Iterator[PurgeProgress]:
         """`purge_expired` in `SCAN` steps: it removes session keys past their deadline
         whose TTL was lost (`PERSIST`, a copy without TTLs); Redis removes every other
         expired key by itself. Each key is checked and removed in one script, so a key
-        refreshed since `SCAN` listed it is kept. `total` is 0 (unknown)."""
-        yield from iterate_flow(_purge(self._pattern(), batch_size), self._sync().perform)
+        refreshed since `SCAN` listed it is kept. Users' sets met on the way lose the
+        names of records that are gone. `total` is 0 (unknown)."""
+        flow = _purge(self._pattern(), self._sets(), batch_size)
+        yield from iterate_flow(flow, self._sync().perform)
 
     async def apurge_expired(self) -> int:
-        return await arun_purge(_purge(self._pattern(), 1000), self._async().perform)
+        flow = _purge(self._pattern(), self._sets(), 1000)
+        return await arun_purge(flow, self._async().perform)
 
     def scan(self, *, batch_size: int = 500) -> Iterator[StoredRecord]:
         """Every session key under this store's prefix, found with `SCAN` (never `KEYS`).
@@ -344,16 +470,25 @@ class _Half(NamedTuple):
     client: Any
     load: Any
     save: Any
-    delete_if: Any
+    delete: Any
     touch: Any
+    sessions_of: Any
+    owner_of: Any
 
     @classmethod
     def on(cls, client: Any) -> _Half:
-        register = client.register_script
-        return cls(client, register(_LOAD), register(_SAVE), register(_DELETE_IF), register(_TOUCH))
+        scripts = (_LOAD, _SAVE, _DELETE, _TOUCH, _SESSIONS_OF, _OWNER_OF)
+        return cls(client, *(client.register_script(script) for script in scripts))
 
     def perform(self, step: Callable[[_Half], Any]) -> Any:
         return step(self)
+
+
+class _Owning(NamedTuple):
+    """The keys and arguments the save script takes for an owner (after the others)."""
+
+    keys: list[str]
+    args: list[Any]
 
 
 # -- the operations, each written once -------------------------------------------------------
@@ -365,18 +500,29 @@ def _load(name: str) -> StoreFlow[Record | None]:
 
 
 def _save(
-    name: str, payload: bytes, expires_at: float, expected: int | None
+    name: str, payload: bytes, expires_at: float, expected: int | None, owning: _Owning
 ) -> StoreFlow[int | None]:
-    args = _save_args(payload, expires_at, expected)
+    keys, args = [name, *owning.keys], [*_save_args(payload, expires_at, expected), *owning.args]
     with _mapped_errors("save"):
-        return _version((yield methodcaller("save", keys=[name], args=args)))
+        return _version((yield methodcaller("save", keys=keys, args=args)))
 
 
 def _delete(name: str, expected: int | None) -> StoreFlow[bool]:
+    # A script even without `expected`: the record leaves its owner's set in the same step.
+    args = ["" if expected is None else expected]
     with _mapped_errors("delete"):
-        if expected is None:
-            return bool((yield lambda half: half.client.delete(name)))
-        return bool((yield methodcaller("delete_if", keys=[name], args=[expected])))
+        return bool((yield methodcaller("delete", keys=[name], args=args)))
+
+
+def _sessions_of(prefix: str, user_set: str) -> StoreFlow[list[str]]:
+    with _mapped_errors("list the sessions of a user", subject=""):
+        names = yield methodcaller("sessions_of", keys=[user_set])
+    return [_text(name)[len(prefix) :] for name in names]
+
+
+def _owner_of(name: str) -> StoreFlow[str | None]:
+    with _mapped_errors("read the owner of"):
+        return _owner((yield methodcaller("owner_of", keys=[name])))
 
 
 def _touch(name: str, expires_at: float, expected: int | None) -> StoreFlow[bool]:
@@ -385,14 +531,14 @@ def _touch(name: str, expires_at: float, expected: int | None) -> StoreFlow[bool
         return bool((yield methodcaller("touch", keys=[name], args=args)))
 
 
-def _purge(pattern: str, batch_size: int) -> StoreFlow[None]:
-    """Emits a `PurgeProgress` per `SCAN` step."""
+def _purge(pattern: str, sets: str, batch_size: int) -> StoreFlow[None]:
+    """Emits a `PurgeProgress` per `SCAN` step; `sets` starts the names of users' sets."""
     cursor: int | None = None
     done = 0
     while cursor != 0:
         with _mapped_errors("purge"):
             cursor, names = yield _scan_step(cursor or 0, pattern, batch_size)
-            replies = yield _purge_step(names)
+            replies = yield _purge_step(names, sets)
         done += 1
         yield Emit(PurgeProgress(sum(int(n) for n in replies[1:]), done, 0))
 
@@ -401,14 +547,14 @@ def _scan_step(cursor: int, pattern: str, count: int) -> Callable[[_Half], Any]:
     return lambda half: half.client.scan(cursor, match=pattern, count=count)
 
 
-def _purge_step(names: list[Any]) -> Callable[[_Half], Any]:
+def _purge_step(names: list[Any], sets: str) -> Callable[[_Half], Any]:
     def step(half: _Half) -> Any:
         pipe = half.client.pipeline(transaction=False)
         if names:
             # Loaded in the same round trip, ahead of the calls: it cannot be missing.
             pipe.script_load(_PURGE_IF_EXPIRED)
         for name in names:
-            pipe.evalsha(_PURGE_SHA, 1, name)
+            pipe.evalsha(_PURGE_SHA, 1, name, sets)
         return pipe.execute()
 
     return step
@@ -441,6 +587,21 @@ def _version(reply: Any) -> int | None:
     return int(reply) or None
 
 
+def _owner_bytes(owner: str) -> bytes:
+    # surrogatepass: any Python str round-trips, lone surrogates included.
+    return owner.encode("utf-8", "surrogatepass")
+
+
+def _owner(reply: Any) -> str | None:
+    if reply is None or isinstance(reply, str):  # str: a client that decodes replies
+        return reply
+    return bytes(reply).decode("utf-8", "surrogatepass")
+
+
+def _text(reply: Any) -> str:
+    return reply if isinstance(reply, str) else bytes(reply).decode("ascii")
+
+
 def _glob_escape(text: str) -> str:
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
@@ -457,16 +618,17 @@ def _scanned(name: bytes, reply: Any, now: float) -> StoredRecord | None:
         return None
 
 
-def _error(action: str, exc: redis.RedisError) -> StoreUnavailableError:
+def _error(action: str, exc: redis.RedisError, subject: str = "a session") -> StoreUnavailableError:
+    what = f"{action} {subject}" if subject else action
     return StoreUnavailableError(
-        f"RedisStore could not {action} a session: {exc.__class__.__name__}: {exc}. Check "
+        f"RedisStore could not {what}: {exc.__class__.__name__}: {exc}. Check "
         "that Redis is running, reachable and writable; stored sessions were not changed."
     )
 
 
 @contextlib.contextmanager
-def _mapped_errors(action: str) -> Iterator[None]:
+def _mapped_errors(action: str, subject: str = "a session") -> Iterator[None]:
     try:
         yield
     except redis.RedisError as exc:
-        raise _error(action, exc) from exc
+        raise _error(action, exc, subject) from exc

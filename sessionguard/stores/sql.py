@@ -2,14 +2,19 @@
 
 ```
 sessionguard_sessions(id varchar(128) primary key, data blob, version bigint,
-                      expires_at double precision, index on expires_at)
+                      expires_at double precision, owner blob null,
+                      index on expires_at, index on owner where owner is not null)
 ```
 
 Compare-and-swap is `UPDATE ... WHERE id = ? AND version = ?`; creating a session is an
 upsert that only overwrites an *expired* row; `purge_expired` deletes in batches on the
-expires_at index. SQLite runs in WAL mode with a busy timeout so readers never block
-writers. Errors that mean "the database cannot serve us now" (unreachable, read-only,
-locked) become `StoreUnavailableError`.
+expires_at index. The owner (`indexes_users`) is a column of the row, written by the same
+statement as the payload, so the index by user (`sessions_of`: a SELECT on the owner
+index) can never disagree with the rows, and deleting or purging a row unindexes it.
+Tables made before owners existed get the column when the store creates or opens
+them. SQLite runs in WAL mode with a busy timeout so readers never block writers.
+Errors that mean "the database cannot serve us now" (unreachable, read-only, locked)
+become `StoreUnavailableError`.
 
 Requires `pip install 'sessionguard[sql]'` (SQLite) or `'sessionguard[postgres]'`.
 """
@@ -28,8 +33,10 @@ from typing import Any, Generic, TypeVar
 from ..errors import ConfigurationError, StoreUnavailableError
 from .base import (
     ABSENT,
+    KEEP,
     BaseStore,
     Emit,
+    Owner,
     PurgeProgress,
     Record,
     StoredRecord,
@@ -69,8 +76,11 @@ class SQLStore(BaseStore):
     `Connection`; the async methods run the very same work on the asyncio engine, through
     `AsyncConnection.run_sync`. `update` is the compare-and-swap loop rather than
     `SELECT ... FOR UPDATE`: one code path for SQLite (which has no row locks) and
-    PostgreSQL, and no lock held across round trips.
+    PostgreSQL, and no lock held across round trips. The owner travels with each
+    compare-and-swap write, so an update that changes it is as atomic as one that does not.
     """
+
+    indexes_users = True
 
     def __init__(
         self,
@@ -156,6 +166,7 @@ class SQLStore(BaseStore):
 
     def _create_all(self, conn: Connection) -> None:
         self.table.metadata.create_all(conn, checkfirst=True)
+        _add_owner_column(conn, self.table)
 
     def create(self) -> None:
         """Create the table and its index if they do not exist."""
@@ -173,14 +184,27 @@ class SQLStore(BaseStore):
         return await self._atransact(self._load(key))
 
     def save(
-        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+        self,
+        key: str,
+        payload: bytes,
+        *,
+        expires_at: float,
+        expected_version: int | None = None,
+        owner: Owner = KEEP,
     ) -> int | None:
-        return self._transact(self._save(key, payload, expires_at, expected_version))
+        return self._transact(self._save(key, payload, expires_at, expected_version, owner))
 
     async def asave(
-        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+        self,
+        key: str,
+        payload: bytes,
+        *,
+        expires_at: float,
+        expected_version: int | None = None,
+        owner: Owner = KEEP,
     ) -> int | None:
-        return await self._atransact(self._save(key, payload, expires_at, expected_version))
+        tx = self._save(key, payload, expires_at, expected_version, owner)
+        return await self._atransact(tx)
 
     def delete(self, key: str, *, expected_version: int | None = None) -> bool:
         return self._transact(self._delete(key, expected_version))
@@ -198,6 +222,18 @@ class SQLStore(BaseStore):
 
     async def aupdate(self, key: str, updater: Updater) -> int | None:
         return await aupdate_by_swap(self, key, updater)
+
+    def sessions_of(self, user: str) -> list[str]:
+        return self._transact(self._sessions_of(user))
+
+    async def asessions_of(self, user: str) -> list[str]:
+        return await self._atransact(self._sessions_of(user))
+
+    def owner_of(self, key: str) -> str | None:
+        return self._transact(self._owner_of(key))
+
+    async def aowner_of(self, key: str) -> str | None:
+        return await self._atransact(self._owner_of(key))
 
     def purge_expired_batches(self, batch_size: int = _PURGE_BATCH) -> Iterator[PurgeProgress]:
         """Delete expired rows, `batch_size` per transaction; progress counts rows."""
@@ -241,13 +277,14 @@ class SQLStore(BaseStore):
         return _query("load", stmt, _record)
 
     def _save(
-        self, key: str, payload: bytes, expires_at: float, expected: int | None
+        self, key: str, payload: bytes, expires_at: float, expected: int | None, owner: Owner
     ) -> _Tx[int | None]:
         key = validate_key(key)
+        write = _Row(key, payload, expires_at, owner)
 
         def save(conn: Connection) -> int | None:
             dialect, now = conn.dialect.name, self._clock()
-            stmt = _save_statement(self.table, dialect, key, payload, expires_at, expected, now)
+            stmt = _save_statement(self.table, dialect, write, expected, now)
             return _version(conn.execute(stmt).first())
 
         return _Tx("save", save)
@@ -259,6 +296,17 @@ class SQLStore(BaseStore):
     def _touch(self, key: str, expires_at: float, expected: int | None) -> _Tx[bool]:
         stmt = _touch_statement(self.table, validate_key(key), expires_at, expected, self._clock())
         return _query("touch", stmt, lambda result: result.rowcount > 0)
+
+    def _sessions_of(self, user: str) -> _Tx[list[str]]:
+        c = self.table.c
+        # Live rows only, as `load` sees them: an expired row waits for the purge, unlisted.
+        stmt = sa.select(c.id).where(c.owner == _owner_column(user), c.expires_at > self._clock())
+        return _query("list the sessions of a user", stmt, lambda result: list(result.scalars()))
+
+    def _owner_of(self, key: str) -> _Tx[str | None]:
+        c = self.table.c
+        stmt = sa.select(c.owner).where(c.id == validate_key(key), c.expires_at > self._clock())
+        return _query("read the owner of a session", stmt, lambda result: _owner(result.scalar()))
 
     def _purge(self, batch_size: int) -> StoreFlow[None]:
         """Emits a `PurgeProgress` per batch; `total` is the count of expired rows at the
@@ -308,7 +356,20 @@ async def _ain_transaction(engine: AsyncEngine, tx: _Tx[_T]) -> _T:
 # -- statements and results -------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """What a save writes into a row."""
+
+    key: str
+    payload: bytes
+    expires_at: float
+    owner: Owner
+
+
 def _table(name: str) -> sa.Table:
+    # The owner is UTF-8 in a binary column: PostgreSQL's text cannot hold NUL, and user
+    # ids are whatever the application says they are.
+    owner = sa.Column("owner", sa.LargeBinary, nullable=True)
     return sa.Table(
         name,
         sa.MetaData(),
@@ -316,7 +377,40 @@ def _table(name: str) -> sa.Table:
         sa.Column("data", sa.LargeBinary, nullable=False),
         sa.Column("version", sa.BigInteger, nullable=False),
         sa.Column("expires_at", sa.Float, nullable=False, index=True),
+        owner,
+        # Only equality is asked of it: on PostgreSQL a hash index, whose entries have no
+        # size limit (a B-tree refuses values over about 2.7 kB). Partial: anonymous
+        # sessions, the most, are not indexed at all.
+        sa.Index(
+            f"ix_{name}_owner",
+            owner,
+            postgresql_using="hash",
+            postgresql_where=owner.is_not(None),
+            sqlite_where=owner.is_not(None),
+        ),
     )
+
+
+def _add_owner_column(conn: Connection, table: sa.Table) -> None:
+    """Give a table made before records had owners its `owner` column and index.
+
+    `create_all` creates only missing tables, never a missing column of an existing one.
+    """
+    existing = sa.inspect(conn).get_columns(table.name, schema=table.schema)
+    if any(column["name"] == "owner" for column in existing):
+        return
+    prepare, column = conn.dialect.identifier_preparer, table.c.owner
+    # IF NOT EXISTS where the database has it: another process may be adding it right now.
+    guard = "IF NOT EXISTS " if conn.dialect.name == "postgresql" else ""
+    conn.execute(
+        sa.text(
+            f"ALTER TABLE {prepare.format_table(table)} ADD COLUMN {guard}"
+            f"{prepare.format_column(column)} {column.type.compile(dialect=conn.dialect)}"
+        )
+    )
+    for index in table.indexes:
+        if "owner" in index.columns:
+            conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
 
 
 def _load_statement(table: sa.Table, key: str, now: float) -> sa.Select[Any]:
@@ -325,30 +419,40 @@ def _load_statement(table: sa.Table, key: str, now: float) -> sa.Select[Any]:
 
 
 def _save_statement(
-    table: sa.Table,
-    dialect: str,
-    key: str,
-    payload: bytes,
-    expires_at: float,
-    expected: int | None,
-    now: float,
+    table: sa.Table, dialect: str, row: _Row, expected: int | None, now: float
 ) -> Any:
     c = table.c
     if expected is not None and expected != ABSENT:
+        # Only a live row matches: KEEP leaves its owner as it is.
+        owner = {} if row.owner is KEEP else {"owner": _owner_column(row.owner)}
         return (
             sa.update(table)
-            .where(c.id == key, c.version == expected, c.expires_at > now)
-            .values(data=payload, version=c.version + 1, expires_at=expires_at)
+            .where(c.id == row.key, c.version == expected, c.expires_at > now)
+            .values(data=row.payload, version=c.version + 1, expires_at=row.expires_at, **owner)
             .returning(c.version)
         )
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    stmt = insert.values(id=key, data=payload, version=1, expires_at=expires_at)
+    stmt = insert.values(
+        id=row.key,
+        data=row.payload,
+        version=1,
+        expires_at=row.expires_at,
+        owner=None if row.owner is KEEP else _owner_column(row.owner),
+    )
     excluded = stmt.excluded
+    # KEEP keeps the owner of a live row; an expired row's session is over, and so is its
+    # ownership (as if the purge had come first).
+    kept = sa.case((c.expires_at <= now, sa.null()), else_=c.owner)
     # ABSENT: create, or replace only a row that has already expired.
     condition = c.expires_at <= now if expected == ABSENT else None
     return stmt.on_conflict_do_update(
         index_elements=[c.id],
-        set_={"data": excluded.data, "version": c.version + 1, "expires_at": excluded.expires_at},
+        set_={
+            "data": excluded.data,
+            "version": c.version + 1,
+            "expires_at": excluded.expires_at,
+            "owner": kept if row.owner is KEEP else excluded.owner,
+        },
         where=condition,
     ).returning(c.version)
 
@@ -396,6 +500,15 @@ def _record(result: CursorResult[Any]) -> Record | None:
 
 def _version(row: Any) -> int | None:
     return None if row is None else int(row.version)
+
+
+def _owner_column(owner: str | None) -> bytes | None:
+    # surrogatepass: any Python str round-trips, lone surrogates included.
+    return None if owner is None else owner.encode("utf-8", "surrogatepass")
+
+
+def _owner(stored: Any) -> str | None:
+    return None if stored is None else bytes(stored).decode("utf-8", "surrogatepass")
 
 
 def _rowcount(result: CursorResult[Any]) -> int:

@@ -16,8 +16,10 @@ import pytest
 from sessionguard.errors import ConflictError, StoreUnavailableError
 from sessionguard.stores.base import (
     ABSENT,
+    KEEP,
     UPDATE_ATTEMPTS,
     Emit,
+    Owner,
     PurgeProgress,
     Record,
     StoreFlow,
@@ -198,11 +200,17 @@ class LosingStore(MemoryStore):
     """Every conditional save and delete loses to a concurrent writer."""
 
     def save(
-        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+        self,
+        key: str,
+        payload: bytes,
+        *,
+        expires_at: float,
+        expected_version: int | None = None,
+        owner: Owner = KEEP,
     ) -> int | None:
         if expected_version is not None:
             return None
-        return super().save(key, payload, expires_at=expires_at)
+        return super().save(key, payload, expires_at=expires_at, owner=owner)
 
     def delete(self, key: str, *, expected_version: int | None = None) -> bool:
         return False if expected_version is not None else super().delete(key)

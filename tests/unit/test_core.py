@@ -18,7 +18,14 @@ from sessionguard.ops import Save, Update, key_hash
 from sessionguard.options import SessionOptions, build_core
 from sessionguard.policy import Action, CorruptionEvent, CorruptionPolicy, ErrorResponse
 from sessionguard.session import Session
-from sessionguard.stores.base import UPDATE_ATTEMPTS, Record, Updater, update_by_swap
+from sessionguard.stores.base import (
+    KEEP,
+    UPDATE_ATTEMPTS,
+    Owner,
+    Record,
+    Updater,
+    update_by_swap,
+)
 from sessionguard.stores.memory import MemoryStore
 from tests.clock import START, FakeClock
 
@@ -38,10 +45,18 @@ class CountingStore(MemoryStore):
         return super().load(key)
 
     def save(
-        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+        self,
+        key: str,
+        payload: bytes,
+        *,
+        expires_at: float,
+        expected_version: int | None = None,
+        owner: Owner = KEEP,
     ) -> int | None:
         self.calls["save"] += 1
-        return super().save(key, payload, expires_at=expires_at, expected_version=expected_version)
+        return super().save(
+            key, payload, expires_at=expires_at, expected_version=expected_version, owner=owner
+        )
 
     def delete(self, key: str, *, expected_version: int | None = None) -> bool:
         self.calls["delete"] += 1
@@ -734,12 +749,20 @@ class CasAlwaysMissesStore(CountingStore):
     missing = False
 
     def save(
-        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+        self,
+        key: str,
+        payload: bytes,
+        *,
+        expires_at: float,
+        expected_version: int | None = None,
+        owner: Owner = KEEP,
     ) -> int | None:
         if self.missing and expected_version is not None:
             self.calls["save"] += 1
             return None
-        return super().save(key, payload, expires_at=expires_at, expected_version=expected_version)
+        return super().save(
+            key, payload, expires_at=expires_at, expected_version=expected_version, owner=owner
+        )
 
     def update(self, key: str, updater: Updater) -> int | None:
         return update_by_swap(self, key, updater)
@@ -786,11 +809,19 @@ class SaveUnavailableStore(CountingStore):
     failing = False
 
     def save(
-        self, key: str, payload: bytes, *, expires_at: float, expected_version: int | None = None
+        self,
+        key: str,
+        payload: bytes,
+        *,
+        expires_at: float,
+        expected_version: int | None = None,
+        owner: Owner = KEEP,
     ) -> int | None:
         if self.failing:
             raise StoreUnavailableError("disk full")
-        return super().save(key, payload, expires_at=expires_at, expected_version=expected_version)
+        return super().save(
+            key, payload, expires_at=expires_at, expected_version=expected_version, owner=owner
+        )
 
     def update(self, key: str, updater: Updater) -> int | None:
         if self.failing:
