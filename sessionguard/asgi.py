@@ -11,7 +11,7 @@ from typing import Protocol, Unpack
 
 from .cookie import SecretKey, vary_on_cookie
 from .driver import run_async
-from .options import SessionOptions, build_core
+from .options import SessionOptions, build_core, require_user_index
 from .policy import ErrorResponse
 from .session import Session
 from .stores.base import AsyncStore
@@ -71,6 +71,7 @@ class SessionMiddleware:
         self.app = app
         self.store: AsyncStore = store if store is not None else FileStore(DEFAULT_DIRECTORY)
         self.core = build_core(secret_key, **options)
+        require_user_index(self.core, self.store)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):

@@ -101,12 +101,14 @@ class Committing(Regenerating):
             stale = session._sg.stale_cookie or session._sg.invalidated
             return Saved(self.cookie.clear_header() if stale else None)
         now = self.clock()
-        payload = self.payload(dict(session), now)
+        data = dict(session)
+        payload = self.payload(data, now)
         expires_at = self.deadline(now, lifetime)
-        version = yield Save(session._sg.id, payload, expires_at, ABSENT)
+        version = yield Save(session._sg.id, payload, expires_at, ABSENT, self.owner_of(data))
         if version is None:  # pragma: no cover - a 160-bit random id that already exists
             raise ConflictError("a freshly generated session id already exists in the store")
         self._emit(EventKind.CREATED, session._sg.id)
+        self._note_user(session)
         stored = Loaded(session._sg.id, version, now, expires_at)
         return Saved(self.cookie.set_header(self.signer.sign(session._sg.id)), stored)
 
@@ -154,6 +156,7 @@ class Committing(Regenerating):
             if version is not None:
                 if merged.emptied:
                     return Saved(self.cookie.clear_header() if key == loaded.key else None)
+                self._note_user(session)
                 stored = Loaded(key, version, merged.created_at, merged.expires_at)
                 if key != loaded.key:
                     # Merged into the regenerated session; its cookie is already out, and
@@ -175,9 +178,11 @@ class Committing(Regenerating):
         if not session and not self.keep_empty:
             yield Delete(loaded.key)
             return Saved(self.cookie.clear_header())
-        payload = self.payload(dict(session), loaded.created_at)
+        data = dict(session)
+        payload = self.payload(data, loaded.created_at)
         expires_at = self.deadline(loaded.created_at, lifetime)
-        version = yield Save(loaded.key, payload, expires_at, None)
+        version = yield Save(loaded.key, payload, expires_at, None, self.owner_of(data))
+        self._note_user(session)
         stored = Loaded(loaded.key, version, loaded.created_at, expires_at)
         return Saved(self.cookie.set_header(self.signer.sign(loaded.key)), stored)
 

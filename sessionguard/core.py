@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .byuser import ByUser
 from .committing import Committing
 from .corebase import Saved, UnsignedRecords, logger
 from .errors import CorruptSessionError, StoreUnavailableError
@@ -27,7 +28,7 @@ from .stores.base import Record
 __all__ = ["Saved", "SessionCore", "UnsignedRecords", "logger"]
 
 
-class SessionCore(Opening, Committing):
+class SessionCore(Opening, Committing, ByUser):
     """Session behaviour, configured once per middleware."""
 
     # -- one id, for integrations that expose the store (Django's `exists`, `delete`) -----

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,7 +21,7 @@ from .ops import key_hash
 from .policy import CorruptionPolicy
 from .record import decode_record
 from .session import Loaded, Session
-from .stores.base import Record
+from .stores.base import KEEP, Owner, Record
 
 __all__ = ["Saved", "CoreBase", "UnsignedRecords", "logger", "security_logger"]
 
@@ -68,6 +68,7 @@ class CoreBase:
         max_size: int = 64 * 1024,
         unsigned_records: UnsignedRecords = "accept",
         keep_empty: bool = False,
+        user_key: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.signer = Signer(secret_key)
@@ -113,6 +114,9 @@ class CoreBase:
         self.regenerate_grace = regenerate_grace
         self.events = EventBus(hooks)
         self.clock = clock
+        # The session key whose value names the user a session belongs to, for the
+        # store's per-user index (`sessionguard.users`); None keeps no index.
+        self.user_key = user_key
         # What `open` hands the app: a `Session`, or a subclass an integration needs (the
         # Flask interface's adds Flask's `SessionMixin`).
         self.session_class: type[Session] = Session
@@ -130,6 +134,17 @@ class CoreBase:
         if self.absolute_timeout is None:
             return deadline
         return min(deadline, created_at + self.absolute_timeout)
+
+    def owner_of(self, data: Mapping[str, Any]) -> Owner:
+        """Who a record holding `data` belongs to in the store's per-user index: the
+        value under `user_key` as a string (a str or an int, as Django and Flask-Login
+        store it), `None` for no one, `KEEP` when this core keeps no index."""
+        if self.user_key is None:
+            return KEEP
+        value = data.get(self.user_key)
+        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+            return str(value)
+        return None
 
     def payload(
         self, data: dict[str, Any], created_at: float, moved_to: str | None = None
@@ -151,6 +166,12 @@ class CoreBase:
     def _emit(self, kind: EventKind, key: str | None = None, reason: str | None = None) -> None:
         if self.events:
             self.events.emit(Event(kind, key_hash(key) if key else None, reason))
+
+    def _note_user(self, session: Session) -> None:
+        """A save that set the user (a login) binds the session to them: say so."""
+        if self.user_key is not None and self.user_key in session._sg.set_keys:
+            if isinstance(self.owner_of(session), str):
+                self._emit(EventKind.USER_BOUND, session._sg.id)
 
     def _log_unavailable(
         self, action: str, key: str | None, exc: StoreUnavailableError | ConflictError

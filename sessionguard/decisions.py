@@ -14,13 +14,14 @@ that finding (see `sessionguard.ops.Update`). Four of them:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .codec import Envelope
 from .errors import CorruptSessionError
 from .session import Session, apply_changes
-from .stores.base import Record, Write
+from .stores.base import Owner, Record, Write
 
 __all__ = ["CARRY_MARK", "Carried", "Carry", "Claim", "Merge", "Merged", "Move", "Moved", "Records"]
 
@@ -40,6 +41,8 @@ class Records(Protocol):
     ) -> bytes: ...
 
     def deadline(self, created_at: float, lifetime: float | None) -> float: ...
+
+    def owner_of(self, data: Mapping[str, Any]) -> Owner: ...
 
 
 #: The data of a forward pointer that lets in-flight requests merge into the new session
@@ -88,7 +91,8 @@ class Merge:
             expires_at = self.core.deadline(self.created_at, self.lifetime)
             if not data and not self.core.keep_empty:
                 return Write(None), Merged(None, self.created_at, expires_at, emptied=True)
-            write = Write(self.core.payload(data, self.created_at), expires_at)
+            payload = self.core.payload(data, self.created_at)
+            write = Write(payload, expires_at, self.core.owner_of(data))
             return write, Merged(None, self.created_at, expires_at)
         try:
             envelope = self.core.decode_record(record)
@@ -106,7 +110,7 @@ class Merge:
             return Write(None), Merged(data, emptied=True)
         created_at = envelope.created_at
         expires_at = self.core.deadline(created_at, self.lifetime)
-        write = Write(self.core.payload(data, created_at), expires_at)
+        write = Write(self.core.payload(data, created_at), expires_at, self.core.owner_of(data))
         return write, Merged(data, created_at, expires_at)
 
 
@@ -151,7 +155,9 @@ class Move:
         if envelope is not None and envelope.moved_to is not None:
             return None, Moved()  # regenerated concurrently: both new sessions stay valid
         data = envelope.data if envelope is not None else {}
-        return Write(self.pointer, self.expires_at), Moved(False, data, record.version)
+        # A pointer belongs to no one: the session, and its place in the index, moved.
+        write = Write(self.pointer, self.expires_at, self.core.owner_of({}))
+        return write, Moved(False, data, record.version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,5 +197,6 @@ class Carry:
         for key in self.first.keys() - current.keys():
             data.pop(key, None)  # deleted by one
         expires_at = self.core.deadline(self.created_at, self.lifetime)
-        write = Write(self.core.payload(data, self.created_at), expires_at)
+        payload = self.core.payload(data, self.created_at)
+        write = Write(payload, expires_at, self.core.owner_of(data))
         return write, Carried(data, expires_at)

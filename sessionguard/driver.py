@@ -23,13 +23,14 @@ from .ops import (
     Op,
     Quarantine,
     Save,
+    SessionsOf,
     Touch,
     Update,
     Updated,
     key_hash,
 )
 from .quarantine import copy_aside
-from .stores.base import AsyncStore, Record, SyncStore, Updater, Write
+from .stores.base import KEEP, AsyncStore, Record, SyncStore, Updater, Write
 
 __all__ = ["run_async", "run_sync"]
 
@@ -106,8 +107,8 @@ _KINDS: dict[type[Op], EventKind] = {
 
 
 def _report(events: EventBus, op: Op, started: float) -> None:
-    if isinstance(op, LoadLegacy):
-        return  # not an operation of our store
+    if isinstance(op, LoadLegacy | SessionsOf):
+        return  # not an operation on one session of our store
     duration = time.perf_counter() - started
     events.emit(Event(_KINDS[type(op)], key_hash(op.key), duration=duration))
 
@@ -116,8 +117,12 @@ def _perform(op: Op, store: SyncStore) -> Any:
     match op:
         case Load(key):
             return store.load(key)
-        case Save(key, payload, expires_at, expected):
-            return store.save(key, payload, expires_at=expires_at, expected_version=expected)
+        case Save(key, payload, expires_at, expected, owner):
+            if owner is KEEP:  # a store that indexes no users has no `owner` parameter
+                return store.save(key, payload, expires_at=expires_at, expected_version=expected)
+            return store.save(  # type: ignore[call-arg]
+                key, payload, expires_at=expires_at, expected_version=expected, owner=owner
+            )
         case Delete(key, expected):
             return store.delete(key, expected_version=expected)
         case Touch(key, expires_at, expected):
@@ -130,14 +135,22 @@ def _perform(op: Op, store: SyncStore) -> Any:
             return store.delete(op.key, expected_version=op.record.version)
         case LoadLegacy(source, legacy_id):
             return source.load(legacy_id)
+        case SessionsOf(user):
+            return store.sessions_of(user)  # type: ignore[attr-defined]
 
 
 async def _aperform(op: Op, store: AsyncStore) -> Any:
     match op:
         case Load(key):
             return await store.aload(key)
-        case Save(key, payload, expires_at, expected):
-            return await store.asave(key, payload, expires_at=expires_at, expected_version=expected)
+        case Save(key, payload, expires_at, expected, owner):
+            if owner is KEEP:
+                return await store.asave(
+                    key, payload, expires_at=expires_at, expected_version=expected
+                )
+            return await store.asave(  # type: ignore[call-arg]
+                key, payload, expires_at=expires_at, expected_version=expected, owner=owner
+            )
         case Delete(key, expected):
             return await store.adelete(key, expected_version=expected)
         case Touch(key, expires_at, expected):
@@ -150,6 +163,8 @@ async def _aperform(op: Op, store: AsyncStore) -> Any:
             return await store.adelete(op.key, expected_version=op.record.version)
         case LoadLegacy(source, legacy_id):
             return await anyio.to_thread.run_sync(source.load, legacy_id)
+        case SessionsOf(user):
+            return await store.asessions_of(user)  # type: ignore[attr-defined]
 
 
 def _recording(decide: Decide[Any]) -> tuple[Updater, Callable[[], Any]]:

@@ -27,6 +27,8 @@ class EventKind(enum.StrEnum):
     TOUCH = "touch"
     # What the core decided.
     CREATED = "created"  # a new session was stored for the first time (its cookie sent)
+    USER_BOUND = "user_bound"  # a save set the session's user (`user_key`): a login
+    REVOKED = "revoked"  # ended by `UserSessions.revoke` (log out everywhere)
     CORRUPT = "corrupt"  # reason: the CorruptReason
     MERGE = "merge"  # a save applied its changes on top of a concurrent request's save
     CONFLICT = "conflict"  # concurrent writers kept winning: answered 503

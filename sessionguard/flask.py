@@ -31,7 +31,7 @@ from .codec import Serializer
 from .core import SessionCore, UnsignedRecords
 from .driver import run_sync
 from .events import Hook
-from .options import SessionOptions, build_core
+from .options import SessionOptions, build_core, require_user_index
 from .policy import CorruptionPolicy, ErrorResponse
 from .session import Session
 from .stores.base import SyncStore
@@ -55,6 +55,13 @@ class InterfaceOptions(TypedDict, total=False):
     hooks: Sequence[Hook]
     max_size: int
     unsigned_records: UnsignedRecords
+    #: The session key naming the user, for `sessionguard.users.UserSessions`. Default:
+    #: Flask-Login's `_user_id`, when the store keeps a per-user index (`None`: no index).
+    user_key: str | None
+
+
+#: Where Flask-Login keeps the logged-in user's id.
+FLASK_LOGIN_USER_KEY = "_user_id"
 
 
 class FlaskSession(Session, SessionMixin):
@@ -101,6 +108,8 @@ class SessionInterface(_FlaskSessionInterface):
 
     def __init__(self, store: SyncStore | None = None, **options: Unpack[InterfaceOptions]) -> None:
         self.store: SyncStore = store if store is not None else FileStore(DEFAULT_DIRECTORY)
+        if "user_key" not in options and getattr(self.store, "indexes_users", False):
+            options["user_key"] = FLASK_LOGIN_USER_KEY
         self.options = options
         self._cores: dict[tuple[Any, ...], SessionCore] = {}
 
@@ -178,6 +187,7 @@ class SessionInterface(_FlaskSessionInterface):
                 },
             )
             core = build_core([app.secret_key, *fallbacks], **options)
+            require_user_index(core, self.store)
             core.session_class = FlaskSession
             self._cores = {config: core}  # the newest configuration only
         return core

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .legacy import LegacySource
-from .stores.base import Record, Write, key_hash
+from .stores.base import KEEP, Owner, Record, Write, key_hash
 
 __all__ = [
     "Delete",
@@ -21,6 +21,7 @@ __all__ = [
     "Op",
     "Quarantine",
     "Save",
+    "SessionsOf",
     "Touch",
     "Update",
     "Updated",
@@ -46,6 +47,7 @@ class Save:
     payload: bytes
     expires_at: float
     expected_version: int | None
+    owner: Owner = KEEP
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,5 +101,12 @@ class Quarantine:
     key: str
 
 
-Op = Load | Save | Delete | Touch | Update[Any] | Quarantine | LoadLegacy
+@dataclass(frozen=True, slots=True)
+class SessionsOf:
+    """The keys of the records the store indexes under `user`."""
+
+    user: str
+
+
+Op = Load | Save | Delete | Touch | Update[Any] | Quarantine | LoadLegacy | SessionsOf
 Flow = Generator[Op, Any, _T]

@@ -15,7 +15,7 @@ from .events import Hook
 from .legacy import LegacyCookie
 from .policy import CorruptionPolicy
 
-__all__ = ["SessionOptions", "build_core"]
+__all__ = ["require_user_index", "SessionOptions", "build_core"]
 
 
 class SessionOptions(TypedDict, total=False):
@@ -38,6 +38,7 @@ class SessionOptions(TypedDict, total=False):
     legacy: LegacyCookie | None
     max_size: int
     unsigned_records: UnsignedRecords
+    user_key: str | None
 
 
 def build_core(secret_key: SecretKey, **options: Unpack[SessionOptions]) -> SessionCore:
@@ -89,4 +90,15 @@ def build_core(secret_key: SecretKey, **options: Unpack[SessionOptions]) -> Sess
         **extra,
         max_size=options.get("max_size", 64 * 1024),
         unsigned_records=options.get("unsigned_records", "accept"),
+        user_key=options.get("user_key"),
     )
+
+
+def require_user_index(core: SessionCore, store: object) -> None:
+    """`ConfigurationError` unless `store` can keep the per-user index `user_key` asks for."""
+    if core.user_key is not None and not getattr(store, "indexes_users", False):
+        raise ConfigurationError(
+            f"user_key={core.user_key!r} needs a store that keeps a per-user index of "
+            f"sessions, and {store!r} keeps none: use one of sessionguard's stores "
+            "(MemoryStore, FileStore, RedisStore, SQLStore), or leave user_key unset"
+        )

@@ -53,7 +53,7 @@ class Regenerating(CoreBase):
         first = dict(session)
         payload = self.payload(first, created_at)
         expires_at = self.deadline(created_at, lifetime)
-        new_version = yield Save(new_key, payload, expires_at, ABSENT)
+        new_version = yield Save(new_key, payload, expires_at, ABSENT, self.owner_of(first))
         if new_version is None:  # pragma: no cover - see _create
             raise ConflictError("a freshly generated session id already exists in the store")
         now = self.clock()
@@ -68,6 +68,7 @@ class Regenerating(CoreBase):
             # Logged out concurrently: logout wins, the new copy goes too.
             yield Delete(new_key)
             return Saved(self.cookie.clear_header())
+        self._note_user(session)
         cookie = self.cookie.set_header(self.signer.sign(new_key))
         stored = Loaded(new_key, new_version, created_at, expires_at)
         if carry and old.data is not None and old.version != loaded.version:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Unpack
 
 from .cookie import SecretKey, vary_on_cookie
 from .driver import run_sync
-from .options import SessionOptions, build_core
+from .options import SessionOptions, build_core, require_user_index
 from .policy import ErrorResponse
 from .session import Session
 from .stores.base import SyncStore
@@ -58,6 +58,7 @@ class SessionMiddleware:
         self.app = app
         self.store: SyncStore = store if store is not None else FileStore(DEFAULT_DIRECTORY)
         self.core = build_core(secret_key, **options)
+        require_user_index(self.core, self.store)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         opened = run_sync(self.core.open(environ.get("HTTP_COOKIE")), self.store, self.core.events)

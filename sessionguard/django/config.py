@@ -31,7 +31,7 @@ from django.core.exceptions import ImproperlyConfigured
 from ..core import SessionCore
 from ..errors import ConfigurationError
 from ..legacy import LegacyCookie
-from ..options import SessionOptions, build_core
+from ..options import SessionOptions, build_core, require_user_index
 from ..sources.django import DjangoDBReader, DjangoFileReader
 from ..stores.base import Store
 from ..stores.file import DEFAULT_DIRECTORY
@@ -43,6 +43,8 @@ __all__ = ["Engine", "current_engine", "database_url", "url_of"]
 _ENGINE_OPTIONS = {"carry_in_flight", "legacy"}
 #: Core options that Django's settings decide, so setting them here would be ambiguous.
 _FROM_DJANGO = {"session_cookie", "max_age", "path", "same_site", "https_only", "domain"}
+#: Where django.contrib.auth keeps the logged-in user's primary key (`SESSION_KEY`).
+AUTH_USER_KEY = "_auth_user_id"
 _LEGACY_ENGINES = {
     "db": "django.contrib.sessions.backends.db",
     "cached_db": "django.contrib.sessions.backends.cached_db",
@@ -105,6 +107,10 @@ def _build(target: object, options: dict[str, Any]) -> Engine:
             "SESSION_COOKIE_* settings decide; set those instead"
         )
     core_options = {k: v for k, v in options.items() if k not in _ENGINE_OPTIONS}
+    store = _store(target)
+    if "user_key" not in core_options and getattr(store, "indexes_users", False):
+        # Where django.contrib.auth keeps the logged-in user's primary key.
+        core_options["user_key"] = AUTH_USER_KEY
     age = int(settings.SESSION_COOKIE_AGE)
     try:
         core = build_core(
@@ -127,11 +133,12 @@ def _build(target: object, options: dict[str, Any]) -> Engine:
                 },
             ),
         )
+        require_user_index(core, store)
     except ConfigurationError as exc:
         raise ImproperlyConfigured(f"SESSIONGUARD_OPTIONS: {exc}") from exc
     # Django stores what save() is asked to store, empty sessions included.
     core.keep_empty = True
-    return Engine(core, _store(target), bool(options.get("carry_in_flight", True)))
+    return Engine(core, store, bool(options.get("carry_in_flight", True)))
 
 
 def _store(target: object) -> Store:

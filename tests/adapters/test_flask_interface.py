@@ -11,7 +11,7 @@ import datetime
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import flask
 import flask_login
@@ -22,6 +22,8 @@ from markupsafe import Markup
 from sessionguard import FileStore, MemoryStore
 from sessionguard.flask import FlaskSession, SessionInterface, get_session
 from sessionguard.stores import Store
+from sessionguard.stores.base import BaseStore
+from sessionguard.users import UserSessions
 
 from .apps import FlakyMemoryStore
 
@@ -211,6 +213,42 @@ def test_flask_login_login_remember_and_logout_with_a_regenerate(store: Store) -
     assert client.get("/me").text == "7"
     client.post("/logout")
     assert client.get("/me").text == "anonymous"
+
+
+def test_flask_login_users_are_indexed_so_other_devices_can_be_logged_out(
+    store: Store,
+) -> None:
+    app = make_app(store)
+    login_manager = flask_login.LoginManager(app)
+
+    class User(flask_login.UserMixin):
+        def __init__(self, user_id: str) -> None:
+            self.id = user_id
+
+    login_manager.user_loader(User)
+
+    @app.post("/login")
+    def login() -> str:
+        flask_login.login_user(User("7"))
+        get_session().regenerate()
+        return ""
+
+    @app.post("/logout-others")
+    def logout_others() -> str:
+        # The whole of "log out my other devices" in a Flask-Login app:
+        users = UserSessions(cast(BaseStore, store), app.secret_key, user_key="_user_id")
+        return str(users.revoke(flask_login.current_user.get_id(), keep=get_session()))
+
+    @app.get("/me")
+    def me() -> str:
+        user = flask_login.current_user
+        return str(user.get_id()) if user.is_authenticated else "anonymous"
+
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login")
+    laptop.post("/login")
+    assert laptop.post("/logout-others").text == "1"
+    assert (laptop.get("/me").text, phone.get("/me").text) == ("7", "anonymous")
 
 
 def test_flask_wtf_csrf_token_lives_in_the_session(store: Store) -> None:

@@ -23,9 +23,9 @@ from sessionguard.ops import key_hash
 from sessionguard.options import SessionOptions, build_core
 from sessionguard.policy import ErrorResponse
 from sessionguard.session import Session
-from sessionguard.stores.base import SyncStore
 from sessionguard.stores.memory import MemoryStore
 from sessionguard.stores.redis import RedisStore
+from sessionguard.users import UserSessions
 from tests.clock import START, FakeClock
 from tests.servers import free_port
 
@@ -38,7 +38,7 @@ class World:
     def __init__(self, **options: Unpack[SessionOptions]) -> None:
         self.clock = FakeClock(START)
         self.events: list[Event] = []
-        self.store: SyncStore = MemoryStore(clock=self.clock)
+        self.store: MemoryStore | RedisStore = MemoryStore(clock=self.clock)
         options["hooks"] = [self.events.append]
         self.core: SessionCore = build_core(SECRET, **options)
         self.core.clock = self.clock
@@ -276,6 +276,25 @@ def _adopt_refused() -> tuple[World, str | None]:
     return world, None
 
 
+@scenario(EventKind.USER_BOUND)
+def _user_bound() -> tuple[World, str | None]:
+    world = World(user_key="user")
+    cookie = world.create(visits=1)
+    session = world.session(cookie)
+    session["user"] = "alice"  # the login
+    world.commit(session)
+    return world, world.key_of(cookie)
+
+
+@scenario(EventKind.REVOKED)
+def _revoked() -> tuple[World, str | None]:
+    world = World(user_key="user")
+    cookie = world.create(user="alice")
+    users = UserSessions(world.store, SECRET, user_key="user", hooks=[world.events.append])
+    assert users.revoke("alice") == 1
+    return world, world.key_of(cookie)
+
+
 def test_every_kind_has_a_scenario() -> None:
     assert set(SCENARIOS) == set(EventKind)
 
@@ -301,6 +320,20 @@ def test_store_operations_carry_their_duration_and_decisions_do_not(
 ) -> None:
     world, _ = SCENARIOS[kind]()
     assert all((event.duration is not None) == duration for event in world.of_kind(kind))
+
+
+def test_only_a_save_that_sets_the_user_binds_it() -> None:
+    world = World(user_key="user")
+    cookie = world.create(user="alice")
+    session = world.session(cookie)
+    session["cart"] = [1]  # the user is unchanged
+    world.commit(session)
+    assert world.of_kind(EventKind.USER_BOUND) == []
+    unindexed = World()
+    session = unindexed.session(unindexed.create(visits=1))
+    session["user"] = "alice"  # no user_key: no one is bound
+    unindexed.commit(session)
+    assert unindexed.of_kind(EventKind.USER_BOUND) == []
 
 
 def test_a_session_that_is_only_read_is_neither_created_nor_saved_again() -> None:

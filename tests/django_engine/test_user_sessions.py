@@ -1,0 +1,61 @@
+"""A Django user's sessions: the engine indexes `_auth_user_id` by default, so "show my
+sessions" and "log out my other devices" are a few lines with `UserSessions`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.test import Client, override_settings
+
+from sessionguard import FileStore
+from sessionguard.ops import key_hash
+from sessionguard.users import UserSessions
+
+from .conftest import PASSWORD
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[FileStore]:
+    store = FileStore(tmp_path / "sessions")
+    with override_settings(SESSIONGUARD_STORE=store):
+        yield store
+    store.close()
+
+
+def pk_of(username: str) -> str:
+    from django.contrib.auth.models import User  # only once Django is configured
+
+    return str(User.objects.get(username=username).pk)
+
+
+def logged_in(username: str) -> Client:
+    client = Client()
+    assert client.post("/login", {"username": username, "password": PASSWORD}).json()["ok"]
+    return client
+
+
+def test_log_out_my_other_devices_in_a_django_project(user: str, store: FileStore) -> None:
+    phone, laptop = logged_in(user), logged_in(user)
+    pk = pk_of(user)
+    users = UserSessions(store, settings.SECRET_KEY, user_key="_auth_user_id")
+
+    assert len(users.sessions(pk)) == 2
+    # In the laptop's request this would be keep=request.session.session_key.
+    laptop_key = laptop.cookies[settings.SESSION_COOKIE_NAME].value
+    assert users.revoke(pk, keep=laptop_key) == 1
+
+    assert laptop.get("/show").json()["user"] == user
+    assert phone.get("/show").json()["user"] is None
+    assert [s.session for s in users.sessions(pk)] == [key_hash(laptop_key.split(".")[0])]
+
+
+def test_logout_drops_the_session_from_the_users_list(user: str, store: FileStore) -> None:
+    client = logged_in(user)
+    pk = pk_of(user)
+    users = UserSessions(store, settings.SECRET_KEY, user_key="_auth_user_id")
+    assert len(users.sessions(pk)) == 1
+    client.post("/logout")
+    assert users.sessions(pk) == []
