@@ -5,6 +5,8 @@ sessionguard scan TARGET [--json]
 sessionguard purge TARGET [--corrupt] [--quarantine DIR] [--batch N]
 sessionguard migrate --from KIND SOURCE --to TARGET [--cookie-name N] [--trust-pickle]
                      [--django-secret-key K]
+sessionguard sessions TARGET --user ID --user-key KEY [--json]
+sessionguard revoke TARGET --user ID --user-key KEY [--except SESSION]
 ```
 
 TARGET is a directory (`FileStore`), a SQLAlchemy URL (`sqlite:///sessions.db`,
@@ -39,6 +41,7 @@ from .scan import ScanReport, corrupt_reason
 from .stores.base import ScannableStore, Store
 from .stores.file import FileStore
 from .target import open_store, shown as _shown
+from .usercommands import add_commands
 
 __all__ = ["main", "open_store"]
 
@@ -297,6 +300,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--django-secret-key", help="Django's SECRET_KEY, to check signatures")
     migrate.set_defaults(run=_migrate)
+    add_commands(commands, store_options, target)
     return parser
 
 
