@@ -21,9 +21,11 @@ pickle as `legacy_pickle`. Sessions are named only by `key_hash`, never by their
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -329,3 +331,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`sessionguard scan --json | head`): stop quietly, as a
+        # tool killed by SIGPIPE does, and keep Python from reporting the unflushed rest.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE

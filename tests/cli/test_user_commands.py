@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -89,3 +92,19 @@ def test_records_signed_with_another_secret_are_not_the_users(target: Target, ru
     log_in(target.store, "alice")
     ran = run("revoke", target.url, "--user", "alice", "--user-key", "user", "--secret-key", "x")
     assert ran.stdout.strip() == "revoke: ended 0 session(s) of user 'alice'"
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(target: Target) -> None:
+    # `sessionguard sessions ... | head`: the pipe is closed before the command writes.
+    log_in(target.store, "alice")
+    argv = ["sessions", target.url, "--user", "alice", "--json", *AUTH]
+    with subprocess.Popen(
+        [sys.executable, "-m", "sessionguard", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as command:
+        assert command.stdout is not None and command.stderr is not None
+        command.stdout.close()
+        errors = command.stderr.read().decode()
+        assert command.wait(timeout=60) == 128 + signal.SIGPIPE
+    assert "Traceback" not in errors and "BrokenPipe" not in errors, errors
