@@ -134,6 +134,8 @@ class _CommittingSend:
 
 
 def _with_vary_cookie(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    if not any(k.lower() == b"vary" for k, _ in headers):
+        return [*headers, (b"vary", b"Cookie")]  # the common case, on every request
     vary = b", ".join(v for k, v in headers if k.lower() == b"vary").decode("latin-1")
     others = [(k, v) for k, v in headers if k.lower() != b"vary"]
     return [*others, (b"vary", vary_on_cookie(vary or None).encode("latin-1"))]

@@ -34,23 +34,24 @@ class Opening(CoreBase):
         unavailable; the app must then not be called.
         """
         values = read_cookies(cookie_header, self.cookie.name)
-        return (yield from self._open_guarded(values, cookie_header, read_only))
+        try:
+            return (yield from self._open_values(values, cookie_header, read_only))
+        except StoreUnavailableError as exc:
+            return self._unavailable(exc)
 
     def open_values(
         self, values: Sequence[str], *, read_only: bool = False
     ) -> Flow[Session | ErrorResponse]:
         """`open` for an integration that has the cookie's values rather than the header
         (Django's `SessionStore(session_key)`)."""
-        return (yield from self._open_guarded(list(values), None, read_only))
-
-    def _open_guarded(
-        self, values: list[str], cookie_header: str | None, read_only: bool
-    ) -> Flow[Session | ErrorResponse]:
         try:
-            return (yield from self._open_values(values, cookie_header, read_only))
+            return (yield from self._open_values(list(values), None, read_only))
         except StoreUnavailableError as exc:
-            self._log_unavailable("load", None, exc)
-            return self.policy.unavailable_response(exc)
+            return self._unavailable(exc)
+
+    def _unavailable(self, exc: StoreUnavailableError) -> ErrorResponse:
+        self._log_unavailable("load", None, exc)
+        return self.policy.unavailable_response(exc)
 
     def _open_values(
         self, values: list[str], cookie_header: str | None, read_only: bool
