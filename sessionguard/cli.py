@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from .codec import record_keys
+from .cliargs import cipher_of, record_keys_of
 from .errors import (
     ConfigurationError,
     StoreUnavailableError,
@@ -55,7 +55,7 @@ def _scan(args: argparse.Namespace, out: TextIO) -> int:
     try:
         report = ScanReport()
         for found in store.scan(batch_size=args.batch):
-            report.add(found, corrupt_reason(found, _record_keys(args)))
+            report.add(found, corrupt_reason(found, record_keys_of(args), cipher_of(args)))
         if isinstance(store, FileStore):
             report.leftover_temp_files = [key_hash(k) for k in store.leftover_temp_files()]
     finally:
@@ -165,7 +165,7 @@ def _purge_corrupt(
         progress.show(
             "corrupt", examined, None, f"{examined:,} examined, {result.corrupt:,} removed"
         )
-        reason = corrupt_reason(found, _record_keys(args))
+        reason = corrupt_reason(found, record_keys_of(args), cipher_of(args))
         if reason is None:
             continue
         name = key_hash(found.key)
@@ -209,7 +209,8 @@ def _migrate(args: argparse.Namespace, out: TextIO) -> int:
             cookie_name=args.cookie_name,
             trust_pickle=args.trust_pickle,
             django_secret_key=args.django_secret_key,
-            sign_with=next(iter(_record_keys(args) or ()), None),
+            sign_with=next(iter(record_keys_of(args) or ()), None),
+            cipher=cipher_of(args),
             progress=lambda n: progress.show("migrate", n, None, f"{n:,} examined"),
         )
     finally:
@@ -227,14 +228,6 @@ def _scannable(store: Store) -> ScannableStore:
         store.close()
         raise ConfigurationError(f"{store!r} cannot be scanned")
     return store
-
-
-def _record_keys(args: argparse.Namespace) -> list[bytes] | None:
-    """Record keys from `--secret-key` (or SESSIONGUARD_SECRET_KEY), or `None` if not given."""
-    secrets = args.secret_key or (
-        [os.environ["SESSIONGUARD_SECRET_KEY"]] if os.environ.get("SESSIONGUARD_SECRET_KEY") else []
-    )
-    return record_keys([secret.encode() for secret in secrets]) if secrets else None
 
 
 def _warn(message: str) -> None:
@@ -258,6 +251,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="the app's secret_key (repeat for older ones; or set SESSIONGUARD_SECRET_KEY): "
         "scan and purge --corrupt also check record signatures, migrate signs what it writes",
+    )
+    store_options.add_argument(
+        "--cipher-key",
+        action="append",
+        metavar="KEY",
+        help="the app's RecordCipher key (repeat for older ones; or set "
+        "SESSIONGUARD_CIPHER_KEY): read encrypted records, and migrate encrypts what it "
+        "writes; without it, encrypted records are only checked for integrity",
     )
     target = "a directory, sqlite:///file.db, postgresql+psycopg://... or redis://..."
 

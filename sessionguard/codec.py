@@ -4,7 +4,8 @@
 offset  size  field
 0       2     magic b"SG"
 2       1     format version: 2 signed (1: unsigned, as sessionguard 0.1 wrote)
-3       1     flags: bit 0 set = JSON payload, clear = msgpack
+3       1     flags: bit 0 set = JSON payload, clear = msgpack; bit 1 set = encrypted
+              (the payload is a `Cipher`'s output, the header its associated data)
 4       4     payload length, big-endian
 8       16    BLAKE2b-128 of everything else (header, signature, payload): integrity
 24      16    version 2 only: keyed BLAKE2b-128 of bytes 0..8 and the payload: authenticity
@@ -37,7 +38,7 @@ import struct
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgpack
 
@@ -45,7 +46,16 @@ from . import values
 from .errors import CorruptReason, CorruptSessionError
 from .verdicts import Verdicts
 
-__all__ = ["Envelope", "KeyedCodec", "Serializer", "decode", "encode", "record_keys"]
+__all__ = [
+    "Cipher",
+    "Envelope",
+    "KeyedCodec",
+    "Serializer",
+    "decode",
+    "encode",
+    "is_encrypted",
+    "record_keys",
+]
 
 Serializer = Literal["msgpack", "json"]
 
@@ -53,6 +63,8 @@ MAGIC = b"SG"
 FORMAT_VERSION = 2  # signed
 UNSIGNED_VERSION = 1
 _FLAG_JSON = 0x01
+_FLAG_ENCRYPTED = 0x02
+_KNOWN_FLAGS = _FLAG_JSON | _FLAG_ENCRYPTED
 _HEADER = struct.Struct(">2sBBI")  # magic, version, flags, payload length
 _DIGEST_SIZE = 16
 # What `regenerate()` writes as a forward pointer: a session id (the store key charset).
@@ -74,10 +86,26 @@ class Envelope:
     moved_to: str | None = None
 
 
+class Cipher(Protocol):
+    """Encrypts payloads at rest (`sessionguard.cipher.RecordCipher`)."""
+
+    #: How many bytes longer a ciphertext is than its plaintext.
+    overhead: int
+
+    def encrypt(self, plaintext: bytes, associated: bytes) -> bytes: ...
+
+    def decrypt(self, blob: bytes, associated: bytes) -> bytes: ...
+
+
 def encode(
-    envelope: Envelope, serializer: Serializer = "msgpack", *, key: bytes | None = None
+    envelope: Envelope,
+    serializer: Serializer = "msgpack",
+    *,
+    key: bytes | None = None,
+    cipher: Cipher | None = None,
 ) -> bytes:
-    """Serialize `envelope`, signed with `key` (see `record_keys`) or, without one, unsigned.
+    """Serialize `envelope`, signed with `key` (see `record_keys`) or, without one, unsigned,
+    and with a `cipher`, encrypted.
 
     A value the serializer cannot represent raises `TypeError` naming its key.
     """
@@ -93,6 +121,11 @@ def encode(
         raise _unencodable(envelope.data, serializer, exc) from exc
     flags = _FLAG_JSON if serializer == "json" else 0
     version = UNSIGNED_VERSION if key is None else FORMAT_VERSION
+    if cipher is not None:
+        flags |= _FLAG_ENCRYPTED
+        # The header is the ciphertext's associated data, so it must hold its length first.
+        associated = _HEADER.pack(MAGIC, version, flags, cipher.overhead + len(payload))
+        payload = cipher.encrypt(payload, associated)
     header = _HEADER.pack(MAGIC, version, flags, len(payload))
     mac = b"" if key is None else _digest(header, payload, key)
     return header + _digest(header + mac, payload) + mac + payload
@@ -105,14 +138,19 @@ def record_keys(secrets: Sequence[bytes]) -> list[bytes]:
 
 
 def decode(
-    raw: bytes, *, keys: Sequence[bytes] | None = None, accept_unsigned: bool = True
+    raw: bytes,
+    *,
+    keys: Sequence[bytes] | None = None,
+    accept_unsigned: bool = True,
+    cipher: Cipher | None = None,
 ) -> Envelope:
     """Check and decode stored bytes, or raise `CorruptSessionError` with the reason.
 
     With `keys`, a signed record must carry the signature of one of them
     (`bad_signature` otherwise), and an unsigned one is refused (`unsigned`) unless
     `accept_unsigned`. Without `keys` (a tool that has no secret), only integrity is
-    checked.
+    checked. An encrypted record needs the `cipher` that has its key (`unknown_key`
+    otherwise: see `is_encrypted` for a tool that only checks integrity).
     """
     if not raw:
         raise CorruptSessionError(CorruptReason.EMPTY, "the record has no bytes")
@@ -150,7 +188,7 @@ def decode(
     mac = raw[HEADER_SIZE:header_size]
     if _digest(header + mac, payload) != raw[_HEADER.size : HEADER_SIZE]:
         raise CorruptSessionError(CorruptReason.CHECKSUM_MISMATCH, "checksum does not match")
-    if version not in (FORMAT_VERSION, UNSIGNED_VERSION) or flags & ~_FLAG_JSON:
+    if version not in (FORMAT_VERSION, UNSIGNED_VERSION) or flags & ~_KNOWN_FLAGS:
         # The checksum held, so this was written on purpose by a newer sessionguard.
         raise CorruptSessionError(
             CorruptReason.BAD_MAGIC,
@@ -158,7 +196,19 @@ def decode(
         )
     if keys is not None:
         _check_signature(mac, header, payload, keys, accept_unsigned)
+    if flags & _FLAG_ENCRYPTED:
+        if cipher is None:
+            raise CorruptSessionError(
+                CorruptReason.UNKNOWN_KEY,
+                "the record is encrypted, and no cipher was given to read it",
+            )
+        payload = cipher.decrypt(payload, header)
     return _parse(payload, as_json=bool(flags & _FLAG_JSON))
+
+
+def is_encrypted(raw: bytes) -> bool:
+    """Whether `raw` claims to be an encrypted envelope (checked or not)."""
+    return raw.startswith(MAGIC) and len(raw) > 3 and bool(raw[3] & _FLAG_ENCRYPTED)
 
 
 class KeyedCodec:
@@ -182,11 +232,13 @@ class KeyedCodec:
         *,
         serializer: Serializer = "msgpack",
         accept_unsigned: bool = True,
+        cipher: Cipher | None = None,
         budget: int = 4 << 20,
     ) -> None:
         self._keys = keys
         self._serializer = serializer
         self._accept_unsigned = accept_unsigned
+        self._cipher = cipher
         self._verdicts: Verdicts[_Checked] = Verdicts(budget)
 
     def encode(self, envelope: Envelope) -> bytes:
@@ -194,7 +246,7 @@ class KeyedCodec:
         process, most likely reads these very bytes: decoding them then costs a copy (for
         msgpack envelopes of values it gives back exactly as they went in; not a zoned
         `datetime`, say)."""
-        raw = encode(envelope, self._serializer, key=self._keys[0])
+        raw = encode(envelope, self._serializer, key=self._keys[0], cipher=self._cipher)
         if (
             self._serializer == "msgpack"
             and len(raw) <= self._verdicts.largest
@@ -208,8 +260,11 @@ class KeyedCodec:
         """`decode` with this codec's keys."""
         checked = self._verdicts.get(raw)
         if checked is not None:
-            return Envelope(checked.copy_data(), checked.created_at, checked.moved_to)
-        envelope = decode(raw, keys=self._keys, accept_unsigned=self._accept_unsigned)
+            data = checked.copy_data(self._cipher)
+            return Envelope(data, checked.created_at, checked.moved_to)
+        envelope = decode(
+            raw, keys=self._keys, accept_unsigned=self._accept_unsigned, cipher=self._cipher
+        )
         if len(raw) <= self._verdicts.largest:
             self._keep(raw, _Checked.of(envelope, raw, _IMMUTABLE))
         return envelope
@@ -266,13 +321,13 @@ class _Checked:
         except ValueError:  # a value marshal does not know (datetime, Markup, ...)
             return None if copy else cls(created_at, moved_to, raw=raw)
 
-    def copy_data(self) -> dict[str, Any]:
+    def copy_data(self, cipher: Cipher | None) -> dict[str, Any]:
         if self.frozen is not None:
             return dict(self.frozen)
         if self.marshalled is not None:
             data: dict[str, Any] = marshal.loads(self.marshalled)
             return data
-        return decode(self.raw).data
+        return decode(self.raw, cipher=cipher).data
 
 
 def _check_signature(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .codec import Envelope, KeyedCodec, Serializer, record_keys
+from .codec import Cipher, Envelope, KeyedCodec, Serializer, record_keys
 from .cookie import DEFAULT_MAX_AGE, CookieSettings, SecretKey, Signer
 from .errors import ConfigurationError, ConflictError, SessionTooLargeError, StoreUnavailableError
 from .events import Event, EventBus, EventKind, Hook
@@ -69,6 +69,7 @@ class CoreBase:
         unsigned_records: UnsignedRecords = "accept",
         keep_empty: bool = False,
         user_key: str | None = None,
+        cipher: Cipher | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.signer = Signer(secret_key)
@@ -106,8 +107,13 @@ class CoreBase:
         self.max_size = max_size
         self.save_every_request = save_every_request
         self.serializer: Serializer = serializer
+        # With a cipher, every payload is encrypted at rest (`sessionguard.cipher`).
+        self.cipher = cipher
         self._codec = KeyedCodec(
-            self.record_keys, serializer=serializer, accept_unsigned=self.accept_unsigned
+            self.record_keys,
+            serializer=serializer,
+            accept_unsigned=self.accept_unsigned,
+            cipher=cipher,
         )
         self.merge = merge
         self.max_attempts = max_attempts

@@ -58,6 +58,8 @@ class CorruptReason(enum.StrEnum):
     NOT_A_FILE = "not_a_file"
     #: `FileStore` found a file larger than its `max_record_size`, never read.
     OVERSIZED = "oversized"
+    #: Intact, but encrypted with a key the cipher does not have (or with no cipher set).
+    UNKNOWN_KEY = "unknown_key"
 
 
 class CorruptSessionError(SessionGuardError):

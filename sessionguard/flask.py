@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 import flask
 from flask.sessions import SessionInterface as _FlaskSessionInterface, SessionMixin
 
-from .codec import Serializer
+from .codec import Cipher, Serializer
 from .core import SessionCore, UnsignedRecords
 from .driver import run_sync
 from .events import Hook
@@ -58,6 +58,8 @@ class InterfaceOptions(TypedDict, total=False):
     #: The session key naming the user, for `sessionguard.users.UserSessions`. Default:
     #: Flask-Login's `_user_id`, when the store keeps a per-user index (`None`: no index).
     user_key: str | None
+    #: Encrypts session data at rest (`sessionguard.cipher.RecordCipher`).
+    cipher: Cipher | None
 
 
 #: Where Flask-Login keeps the logged-in user's id.

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .codec import Envelope, encode
+from .codec import Cipher, Envelope, encode
 from .errors import ConfigurationError
 from .legacy import legacy_key
 from .ops import key_hash
@@ -143,6 +143,7 @@ def run_migration(
     trust_pickle: bool = False,
     django_secret_key: str | None = None,
     sign_with: bytes | None = None,
+    cipher: Cipher | None = None,
     progress: Callable[[int], None] | None = None,
     max_age: int = DEFAULT_MAX_AGE,
     clock: Callable[[], float] = time.time,
@@ -151,7 +152,8 @@ def run_migration(
 
     Each is saved as a sessionguard envelope under `legacy_key(cookie_name, legacy_id)`
     with its old deadline, signed with `sign_with` (a key from `codec.record_keys`, so
-    that apps with `unsigned_records="reject"` adopt it); a second run overwrites them.
+    that apps with `unsigned_records="reject"` adopt it), and encrypted with `cipher` when
+    the app encrypts its records; a second run overwrites them.
     Expired, empty and undecodable records are counted and skipped; only an unreadable source or an
     unavailable target (`StoreUnavailableError`) stops the run. `progress` is called
     after each record with the number examined so far. `cookie_name` defaults to the old
@@ -180,7 +182,7 @@ def run_migration(
                 report.skipped_empty += 1
             else:
                 try:
-                    payload = encode(Envelope(item.data, now), key=sign_with)
+                    payload = encode(Envelope(item.data, now), key=sign_with, cipher=cipher)
                 except TypeError as exc:  # a value msgpack cannot hold (a datetime, ...)
                     report._undecodable(kind, Undecodable(item.legacy_id, "unencodable", str(exc)))
                 else:

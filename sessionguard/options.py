@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, TypedDict, Unpack
 
 from .adoption import AdoptingCore
-from .codec import Serializer
+from .codec import Cipher, Serializer
 from .cookie import DEFAULT_MAX_AGE, CookieSettings, SameSite, SecretKey
 from .core import SessionCore, UnsignedRecords
 from .errors import ConfigurationError
@@ -39,6 +39,7 @@ class SessionOptions(TypedDict, total=False):
     max_size: int
     unsigned_records: UnsignedRecords
     user_key: str | None
+    cipher: Cipher | None
 
 
 def build_core(secret_key: SecretKey, **options: Unpack[SessionOptions]) -> SessionCore:
@@ -91,6 +92,7 @@ def build_core(secret_key: SecretKey, **options: Unpack[SessionOptions]) -> Sess
         max_size=options.get("max_size", 64 * 1024),
         unsigned_records=options.get("unsigned_records", "accept"),
         user_key=options.get("user_key"),
+        cipher=options.get("cipher"),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .codec import Envelope, decode
+from .codec import Cipher, Envelope, decode
 from .stores.base import Record
 
 __all__ = ["decode_record"]
@@ -21,6 +21,7 @@ def decode_record(
     *,
     keys: Sequence[bytes] | None = None,
     accept_unsigned: bool = True,
+    cipher: Cipher | None = None,
     decoder: Callable[[bytes], Envelope] | None = None,
 ) -> Envelope:
     """The envelope in `record`, or `CorruptSessionError` with the reason it is unreadable.
@@ -32,4 +33,4 @@ def decode_record(
         raise record.damage
     if decoder is not None:
         return decoder(record.payload)
-    return decode(record.payload, keys=keys, accept_unsigned=accept_unsigned)
+    return decode(record.payload, keys=keys, accept_unsigned=accept_unsigned, cipher=cipher)

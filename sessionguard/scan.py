@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .codec import Cipher
 from .errors import CorruptReason, CorruptSessionError
 from .ops import key_hash
 from .record import decode_record
@@ -137,15 +138,20 @@ def _bytes(size: float) -> str:
 
 
 def corrupt_reason(
-    found: StoredRecord, keys: Sequence[bytes] | None = None
+    found: StoredRecord, keys: Sequence[bytes] | None = None, cipher: Cipher | None = None
 ) -> CorruptReason | None:
     """Why the record does not decode, or `None` if it does (never unpickles).
 
     With `keys` (derived from the app's secret), a record whose signature matches none of
-    them is corrupt too (`bad_signature`); without, only integrity is checked.
+    them is corrupt too (`bad_signature`); without, only integrity is checked. An
+    encrypted record is read with `cipher` (`unknown_key` if it has not the record's
+    key); without a cipher its integrity is all that is checked, so that a tool run
+    without the encryption keys never calls the whole store corrupt.
     """
     try:
-        decode_record(found.record, keys=keys)
+        decode_record(found.record, keys=keys, cipher=cipher)
     except CorruptSessionError as exc:
+        if exc.reason is CorruptReason.UNKNOWN_KEY and cipher is None:
+            return None  # intact, and unreadable without the keys: as it should be
         return exc.reason
     return None

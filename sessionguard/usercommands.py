@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable
 from typing import TextIO, TypeVar
 
+from .cliargs import cipher_of, secrets_of
 from .errors import ConfigurationError
 from .stores.base import BaseStore
 from .target import open_store
@@ -83,9 +84,7 @@ def _revoke(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _run(args: argparse.Namespace, act: Callable[[UserSessions], _T]) -> _T:
-    secrets = args.secret_key or (
-        [os.environ["SESSIONGUARD_SECRET_KEY"]] if os.environ.get("SESSIONGUARD_SECRET_KEY") else []
-    )
+    secrets = secrets_of(args)
     if not secrets:
         raise ConfigurationError(
             "give the app's secret key (--secret-key, or SESSIONGUARD_SECRET_KEY): a record "
@@ -99,7 +98,8 @@ def _run(args: argparse.Namespace, act: Callable[[UserSessions], _T]) -> _T:
     try:
         if not isinstance(store, BaseStore):  # pragma: no cover - every built-in store is
             raise ConfigurationError(f"{store!r} keeps no per-user index")
-        return act(UserSessions(store, secrets, user_key=args.user_key))
+        users = UserSessions(store, secrets, user_key=args.user_key, cipher=cipher_of(args))
+        return act(users)
     finally:
         store.close()
 

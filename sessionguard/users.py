@@ -23,6 +23,7 @@ import re
 from collections.abc import Sequence
 
 from .byuser import UserSession
+from .codec import Cipher
 from .cookie import SecretKey
 from .driver import run_async, run_sync
 from .events import Hook
@@ -35,8 +36,9 @@ __all__ = ["UserSession", "UserSessions"]
 
 
 class UserSessions:
-    """The sessions of each user in `store`, as the middleware with the same `secret_key`
-    and `user_key` wrote them. `hooks` receive a `revoked` event per session ended."""
+    """The sessions of each user in `store`, as the middleware with the same `secret_key`,
+    `user_key` (and `cipher`) wrote them. `hooks` receive a `revoked` event per session
+    ended."""
 
     def __init__(
         self,
@@ -45,9 +47,10 @@ class UserSessions:
         *,
         user_key: str,
         hooks: Sequence[Hook] = (),
+        cipher: Cipher | None = None,
     ) -> None:
         self.store = store
-        self.core = build_core(secret_key, user_key=user_key, hooks=hooks)
+        self.core = build_core(secret_key, user_key=user_key, hooks=hooks, cipher=cipher)
         require_user_index(self.core, store)
 
     def sessions(self, user: str) -> list[UserSession]:

@@ -19,6 +19,7 @@ LAYERS = {
     "values": 0,
     "verdicts": 0,
     "codec": 1,
+    "cipher": 1,
     "cookie": 1,
     "policy": 1,
     "stores.base": 1,
@@ -70,6 +71,7 @@ LAYERS = {
     "migrate": 6,
     "": 7,  # the package root re-exports everything
     "scan": 4,
+    "cliargs": 7.2,
     "usercommands": 7.5,
     "cli": 8,  # the `sessionguard` command, on top of everything
     "__main__": 9,

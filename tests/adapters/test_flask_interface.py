@@ -20,6 +20,7 @@ from flask_wtf.csrf import CSRFProtect, generate_csrf
 from markupsafe import Markup
 
 from sessionguard import FileStore, MemoryStore
+from sessionguard.cipher import RecordCipher
 from sessionguard.flask import FlaskSession, SessionInterface, get_session
 from sessionguard.stores import Store
 from sessionguard.stores.base import BaseStore
@@ -280,3 +281,18 @@ def test_without_a_secret_key_flask_session_is_flasks_null_session(store: Store)
     app.secret_key = None
     with app.test_request_context(), pytest.raises(RuntimeError, match="session is unavailable"):
         flask.session["user"] = "alice"
+
+
+KEY = RecordCipher.new_key()
+
+
+def test_the_flask_interface_encrypts_at_rest_with_cipher(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "sessions")
+    app = make_app(store)
+    app.session_interface = SessionInterface(store=store, cipher=RecordCipher([KEY]))
+    client = app.test_client()
+    client.post("/set/card/4111-1111-1111-1111")
+    assert client.get("/read").json == {"card": "4111-1111-1111-1111"}
+    stored = [p.read_bytes() for p in (tmp_path / "sessions").rglob("*") if p.is_file()]
+    assert stored and all(b"4111" not in raw for raw in stored)
+    store.close()

@@ -59,3 +59,15 @@ def test_logout_drops_the_session_from_the_users_list(user: str, store: FileStor
     assert len(users.sessions(pk)) == 1
     client.post("/logout")
     assert users.sessions(pk) == []
+
+
+def test_sessionguard_options_cipher_encrypts_the_projects_sessions(
+    user: str, store: FileStore
+) -> None:
+    from sessionguard.cipher import RecordCipher
+
+    with override_settings(SESSIONGUARD_OPTIONS={"cipher": RecordCipher([RecordCipher.new_key()])}):
+        client = logged_in(user)
+        assert client.get("/show").json()["user"] == user
+    stored = [p.read_bytes() for p in Path(store.directory).rglob("*") if p.is_file()]
+    assert stored and all(b"_auth_user_id" not in raw for raw in stored)
