@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import uuid
 from pathlib import Path
 
 import pytest
+import redis
 
 from sessionguard.codec import decode
 from sessionguard.driver import run_sync
@@ -30,6 +32,7 @@ SECRET = "user-index-processes"
 USERS = ["alice", "bob", "carol"]
 ROUNDS = 150
 PROCESSES = 4
+REDIS_DB = 6  # a database of this test's own, flushed first
 
 
 def _work(target: str, cookies: list[str], seed: int) -> tuple[int, set[int]]:
@@ -56,11 +59,28 @@ def _work(target: str, cookies: list[str], seed: int) -> tuple[int, set[int]]:
     return refused, touched
 
 
-@pytest.mark.parametrize("kind", ["file", "sqlite"])
+def target_of(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if kind == "file":
+        return str(tmp_path / "sessions")
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path}/s.db"
+    if kind == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        name = f"index_{uuid.uuid4().hex[:12]}"
+        server.sql(f"CREATE DATABASE {name}")
+        return str(server.url.rsplit("/", 1)[0] + "/" + name)
+    server = request.getfixturevalue("redis_server")
+    url = f"redis://127.0.0.1:{server.port}/{REDIS_DB}"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
+
+
+@pytest.mark.parametrize("kind", ["file", "sqlite", "postgres", "redis"])
 def test_racing_logins_and_logouts_leave_no_entry_missing_or_dangling(
-    kind: str, tmp_path: Path
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    target = str(tmp_path / "sessions") if kind == "file" else f"sqlite:///{tmp_path}/s.db"
+    target = target_of(kind, tmp_path, request)
     store = open_store(target)
     assert isinstance(store, BaseStore)
     if isinstance(store, SQLStore):
