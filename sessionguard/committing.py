@@ -94,7 +94,7 @@ class Committing(Regenerating):
             return (yield from self._create(session, lifetime))
         if session.modified:
             return (yield from self._update(session, loaded, lifetime))
-        return (yield from self._refresh(loaded, lifetime))
+        return (yield from self._refresh(session, loaded, lifetime))
 
     def _create(self, session: Session, lifetime: float | None) -> Flow[Saved]:
         if not session and not self.keep_empty:
@@ -103,18 +103,18 @@ class Committing(Regenerating):
         now = self.clock()
         data = dict(session)
         payload = self.payload(data, now)
-        expires_at = self.deadline(now, lifetime)
+        expires_at = self.deadline(now, lifetime, data)
         version = yield Save(session._sg.id, payload, expires_at, ABSENT, self.owner_of(data))
         if version is None:  # pragma: no cover - a 160-bit random id that already exists
             raise ConflictError("a freshly generated session id already exists in the store")
         self._emit(EventKind.CREATED, session._sg.id)
         self._note_user(session)
         stored = Loaded(session._sg.id, version, now, expires_at)
-        return Saved(self.cookie.set_header(self.signer.sign(session._sg.id)), stored)
+        return Saved(self.set_cookie(session._sg.id, data), stored)
 
-    def _refresh(self, loaded: Loaded, lifetime: float | None) -> Flow[Saved]:
+    def _refresh(self, session: Session, loaded: Loaded, lifetime: float | None) -> Flow[Saved]:
         """Slide the idle deadline of a session this request only read."""
-        expires_at = self.deadline(loaded.created_at, lifetime)
+        expires_at = self.deadline(loaded.created_at, lifetime, session)
         # Skip the write unless it moves the deadline noticeably (at most once a minute).
         if not self.save_every_request and expires_at - loaded.expires_at < min(
             60, self.idle_timeout / 100
@@ -129,7 +129,7 @@ class Committing(Regenerating):
             # is another request's doing, and nothing of it is known here.
             return Saved(None)
         stored = Loaded(loaded.key, loaded.version, loaded.created_at, expires_at)
-        return Saved(self.cookie.set_header(self.signer.sign(loaded.key)), stored)
+        return Saved(self.set_cookie(loaded.key, session), stored)
 
     def _update(self, session: Session, loaded: Loaded, lifetime: float | None) -> Flow[Saved]:
         """Save this request's changes without losing a concurrent request's.
@@ -162,7 +162,7 @@ class Committing(Regenerating):
                     # Merged into the regenerated session; its cookie is already out, and
                     # must never be sent to a request that came with the old id.
                     return Saved(None, stored, merged.data, forwarded=True)
-                cookie = self.cookie.set_header(self.signer.sign(key))
+                cookie = self.set_cookie(key, session if merged.data is None else merged.data)
                 return Saved(cookie, stored, merged.data)
             if merged.moved_to is None:
                 # Deleted meanwhile (logout, expiry): never bring it back.
@@ -180,11 +180,11 @@ class Committing(Regenerating):
             return Saved(self.cookie.clear_header())
         data = dict(session)
         payload = self.payload(data, loaded.created_at)
-        expires_at = self.deadline(loaded.created_at, lifetime)
+        expires_at = self.deadline(loaded.created_at, lifetime, data)
         version = yield Save(loaded.key, payload, expires_at, None, self.owner_of(data))
         self._note_user(session)
         stored = Loaded(loaded.key, version, loaded.created_at, expires_at)
-        return Saved(self.cookie.set_header(self.signer.sign(loaded.key)), stored)
+        return Saved(self.set_cookie(loaded.key, data), stored)
 
 
 class _Rotated(Exception):

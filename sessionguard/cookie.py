@@ -9,12 +9,13 @@ cannot choose an id that the server would look up.
 from __future__ import annotations
 
 import base64
+import enum
 import hmac
 import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from .errors import ConfigurationError
 
@@ -153,6 +154,13 @@ class Signer:
         return None
 
 
+class _Default(enum.Enum):
+    DEFAULT = "default"
+
+
+_DEFAULT: Final = _Default.DEFAULT
+
+
 @dataclass(frozen=True, slots=True)
 class CookieSettings:
     """Cookie attributes, named as in Starlette's `SessionMiddleware`."""
@@ -201,14 +209,16 @@ class CookieSettings:
     # (names are case-insensitive to browsers): code and tests written against Starlette's
     # Set-Cookie keep working after the switch.
 
-    def set_header(self, value: str) -> str:
-        """The Set-Cookie header value that stores `value`.
+    def set_header(self, value: str, *, max_age: int | None | _Default = _DEFAULT) -> str:
+        """The Set-Cookie header value that stores `value`, for `max_age` seconds (default:
+        the configured `max_age`).
 
         No `Max-Age` when `max_age` is `None` (a browser-session cookie) or 0, as in
         Starlette; a negative one is sent as it is (the browser drops the cookie at once).
         """
-        max_age = f"; Max-Age={self.max_age}" if self.max_age else ""
-        return f"{self.name}={value}; path={self.path}{max_age}{self._attributes()}"
+        age = self.max_age if isinstance(max_age, _Default) else max_age
+        lasts = f"; Max-Age={age}" if age else ""
+        return f"{self.name}={value}; path={self.path}{lasts}{self._attributes()}"
 
     def clear_header(self) -> str:
         """The Set-Cookie header value that makes the browser drop the cookie."""

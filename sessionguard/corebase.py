@@ -20,7 +20,7 @@ from .events import Event, EventBus, EventKind, Hook
 from .ops import key_hash
 from .policy import CorruptionPolicy
 from .record import decode_record
-from .session import Loaded, Session
+from .session import EXPIRY_KEY, Loaded, Session
 from .stores.base import KEEP, Owner, Record
 
 __all__ = ["Saved", "CoreBase", "UnsignedRecords", "logger", "security_logger"]
@@ -46,6 +46,23 @@ class Saved:
     data: dict[str, Any] | None = None
     #: Merged into the session's regenerated id, whose cookie this request must not send.
     forwarded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """A session's lifetimes (see `CoreBase.expiry_of`)."""
+
+    persistent: bool  # a cookie with Max-Age, or one that ends with the browser
+    idle: float
+    absolute: float | None
+    chosen_idle: int | None  # the session's own idle timeout, if it set one
+
+
+def _seconds(value: object) -> int | None:
+    """A positive whole number of seconds from stored data, else `None` (not chosen)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
 
 
 class CoreBase:
@@ -133,13 +150,44 @@ class CoreBase:
         """The envelope a stored record holds, checked with this core's keys."""
         return decode_record(record, decoder=self._codec.decode)
 
-    def deadline(self, created_at: float, lifetime: float | None) -> float:
-        """The deadline of a record written now: `lifetime` (else the idle timeout) from
-        now, but never past the absolute timeout."""
-        deadline = self.clock() + (self.idle_timeout if lifetime is None else lifetime)
-        if self.absolute_timeout is None:
+    def expiry_of(self, data: Mapping[str, Any] | None) -> Expiry:
+        """The lifetimes of a session holding `data`: the middleware's, or shorter ones
+        the session chose (`Session.set_lifetime`, `remember_me`)."""
+        chosen = data.get(EXPIRY_KEY) if data else None
+        if not isinstance(chosen, dict):
+            return Expiry(True, self.idle_timeout, self.absolute_timeout, None)
+        idle, absolute = _seconds(chosen.get("idle")), _seconds(chosen.get("absolute"))
+        if absolute is not None and self.absolute_timeout is not None:
+            absolute = min(absolute, self.absolute_timeout)
+        return Expiry(
+            chosen.get("persistent") is not False,
+            self.idle_timeout if idle is None else min(idle, self.idle_timeout),
+            self.absolute_timeout if absolute is None else absolute,
+            idle,
+        )
+
+    def deadline(
+        self, created_at: float, lifetime: float | None, data: Mapping[str, Any] | None = None
+    ) -> float:
+        """The deadline of a record of `data` written now: `lifetime` (else the session's
+        idle timeout) from now, but never past its absolute timeout."""
+        expiry = self.expiry_of(data)
+        deadline = self.clock() + (expiry.idle if lifetime is None else lifetime)
+        if expiry.absolute is None:
             return deadline
-        return min(deadline, created_at + self.absolute_timeout)
+        return min(deadline, created_at + expiry.absolute)
+
+    def set_cookie(self, key: str, data: Mapping[str, Any] | None) -> str:
+        """The Set-Cookie header of the session `key` holding `data`: a browser-session
+        cookie if it chose so, else one that lasts as long as its idle timeout."""
+        expiry = self.expiry_of(data)
+        value = self.signer.sign(key)
+        if not expiry.persistent:
+            return self.cookie.set_header(value, max_age=None)
+        if expiry.chosen_idle is not None:
+            idle = int(expiry.idle)
+            return self.cookie.set_header(value, max_age=min(self.cookie.max_age or idle, idle))
+        return self.cookie.set_header(value)
 
     def owner_of(self, data: Mapping[str, Any]) -> Owner:
         """Who a record holding `data` belongs to in the store's per-user index: the

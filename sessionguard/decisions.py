@@ -40,7 +40,9 @@ class Records(Protocol):
         self, data: dict[str, Any], created_at: float, moved_to: str | None = None
     ) -> bytes: ...
 
-    def deadline(self, created_at: float, lifetime: float | None) -> float: ...
+    def deadline(
+        self, created_at: float, lifetime: float | None, data: Mapping[str, Any] | None = None
+    ) -> float: ...
 
     def owner_of(self, data: Mapping[str, Any]) -> Owner: ...
 
@@ -88,7 +90,7 @@ class Merge:
             return None, Merged()
         if record.version == self.loaded:
             data = dict(self.session)
-            expires_at = self.core.deadline(self.created_at, self.lifetime)
+            expires_at = self.core.deadline(self.created_at, self.lifetime, data)
             if not data and not self.core.keep_empty:
                 return Write(None), Merged(None, self.created_at, expires_at, emptied=True)
             payload = self.core.payload(data, self.created_at)
@@ -109,7 +111,7 @@ class Merge:
             # An emptied session is deleted, as a new empty one is never stored.
             return Write(None), Merged(data, emptied=True)
         created_at = envelope.created_at
-        expires_at = self.core.deadline(created_at, self.lifetime)
+        expires_at = self.core.deadline(created_at, self.lifetime, data)
         write = Write(self.core.payload(data, created_at), expires_at, self.core.owner_of(data))
         return write, Merged(data, created_at, expires_at)
 
@@ -196,7 +198,7 @@ class Carry:
                 data[key] = value  # changed by a request that followed the pointer
         for key in self.first.keys() - current.keys():
             data.pop(key, None)  # deleted by one
-        expires_at = self.core.deadline(self.created_at, self.lifetime)
+        expires_at = self.core.deadline(self.created_at, self.lifetime, data)
         payload = self.core.payload(data, self.created_at)
         write = Write(payload, expires_at, self.core.owner_of(data))
         return write, Carried(data, expires_at)

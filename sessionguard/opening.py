@@ -83,9 +83,8 @@ class Opening(CoreBase):
             # The id was regenerated. Following the pointer here would hand the new id to
             # whoever holds the old one (session fixation), so this request starts fresh.
             return self.session_class(read_only=read_only)
-        if self.absolute_timeout is not None and (
-            envelope.created_at + self.absolute_timeout <= self.clock()
-        ):
+        absolute = self.expiry_of(envelope.data).absolute
+        if absolute is not None and envelope.created_at + absolute <= self.clock():
             self._emit(EventKind.EXPIRED, key, "absolute")
             yield Delete(key, expected_version=record.version)
             return self._fresh(read_only, stale_cookie=True)

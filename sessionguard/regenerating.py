@@ -52,7 +52,7 @@ class Regenerating(CoreBase):
         new_key, created_at = session._sg.id, loaded.created_at
         first = dict(session)
         payload = self.payload(first, created_at)
-        expires_at = self.deadline(created_at, lifetime)
+        expires_at = self.deadline(created_at, lifetime, first)
         new_version = yield Save(new_key, payload, expires_at, ABSENT, self.owner_of(first))
         if new_version is None:  # pragma: no cover - see _create
             raise ConflictError("a freshly generated session id already exists in the store")
@@ -69,7 +69,7 @@ class Regenerating(CoreBase):
             yield Delete(new_key)
             return Saved(self.cookie.clear_header())
         self._note_user(session)
-        cookie = self.cookie.set_header(self.signer.sign(new_key))
+        cookie = self.set_cookie(new_key, first)
         stored = Loaded(new_key, new_version, created_at, expires_at)
         if carry and old.data is not None and old.version != loaded.version:
             # A concurrent save landed on the old id first: carry it over, our changes on top.

@@ -9,7 +9,12 @@ from typing import Any
 from .cookie import new_id
 from .values import check_storable
 
-__all__ = ["Loaded", "Session", "Tracking", "apply_changes", "saved_as"]
+__all__ = ["EXPIRY_KEY", "Loaded", "Session", "Tracking", "apply_changes", "saved_as"]
+
+#: The session key where `remember_me` and `set_lifetime` keep this session's own expiry
+#: (as Django keeps `set_expiry`'s in `_session_expiry`, and Flask `permanent` in
+#: `_permanent`): a key like any other, so concurrent requests merge it like any other.
+EXPIRY_KEY = "_sessionguard_expiry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +125,30 @@ class Session(dict[str, Any]):
         if not sg.invalidated:
             sg.regenerated = True
             sg.carry_in_flight = carry_in_flight
+
+    def remember_me(self, remember: bool = True) -> None:
+        """Send a persistent cookie (`True`, the default) or one that ends when the browser
+        closes (`False`: "remember me" left unticked). The server-side deadlines are the
+        same either way."""
+        if not isinstance(remember, bool):
+            raise TypeError(f"remember_me takes True or False, got {remember!r}")
+        self._set_expiry(persistent=remember)
+
+    def set_lifetime(self, idle: int | None = None, *, absolute: int | None = None) -> None:
+        """This session's own idle and absolute lifetimes in seconds, never longer than the
+        middleware's (`idle_timeout`, `absolute_timeout`); `None` keeps the middleware's.
+        A persistent cookie then lasts `idle` too."""
+        for name, value in (("idle", idle), ("absolute", absolute)):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value <= 0
+            ):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        self._set_expiry(idle=idle, absolute=absolute)
+
+    def _set_expiry(self, **changes: bool | int | None) -> None:
+        self._needs_cookie("remember_me() and set_lifetime()")
+        chosen = self.get(EXPIRY_KEY)
+        self[EXPIRY_KEY] = {**(chosen if isinstance(chosen, dict) else {}), **changes}
 
     def invalidate(self) -> None:
         """Delete the session from the store and clear the cookie (logout).

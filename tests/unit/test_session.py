@@ -326,8 +326,9 @@ def test_a_value_that_cannot_be_stored_is_refused_at_assignment_naming_key_and_t
 
 
 def test_a_session_shows_the_app_only_what_a_session_user_uses() -> None:
-    """Starlette's, Flask's and Django's users use the dict API, `modified`, `accessed`
-    and the two security calls; the middleware's bookkeeping is not theirs to see."""
+    """Starlette's, Flask's and Django's users use the dict API, `modified`, `accessed`,
+    the two security calls and the session's own lifetime (Django's `set_expiry`, Flask's
+    `permanent`); the middleware's bookkeeping is not theirs to see."""
     public = {name for name in dir(Session()) if not name.startswith("_")} - set(dir({}))
     assert public == {
         "accessed",
@@ -337,4 +338,6 @@ def test_a_session_shows_the_app_only_what_a_session_user_uses() -> None:
         "mark_accessed",
         "regenerate",
         "invalidate",
+        "remember_me",
+        "set_lifetime",
     }
