@@ -10,6 +10,7 @@ from collections.abc import MutableMapping
 from typing import Protocol, Unpack
 
 from .cookie import SecretKey, vary_on_cookie
+from .devices import device_of
 from .driver import run_async
 from .options import SessionOptions, build_core, require_user_index
 from .policy import ErrorResponse
@@ -89,6 +90,8 @@ class SessionMiddleware:
             else:
                 await _send_response(send, opened)
             return
+        if self.core.record_devices:
+            opened._sg.device = _device(scope)
         scope["session"] = opened
         if is_websocket:
             await self.app(scope, receive, send)
@@ -131,6 +134,12 @@ class _CommittingSend:
         elif self._replaced:
             return  # the app's body belongs to the response we replaced
         await self._send(message)
+
+
+def _device(scope: Scope) -> dict[str, str]:
+    agents = [v for k, v in scope["headers"] if k == b"user-agent"]
+    client = scope.get("client")
+    return device_of(agents[0].decode("latin-1") if agents else None, client[0] if client else None)
 
 
 def _with_vary_cookie(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

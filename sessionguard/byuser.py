@@ -17,6 +17,7 @@ from .corebase import CoreBase
 from .errors import CorruptSessionError
 from .events import EventKind
 from .ops import Flow, Load, SessionsOf, Update, Updated, key_hash
+from .session import DEVICE_KEY
 from .stores.base import Record, Write
 
 __all__ = ["ByUser", "UserSession"]
@@ -25,11 +26,20 @@ __all__ = ["ByUser", "UserSession"]
 @dataclass(frozen=True, slots=True)
 class UserSession:
     """One of a user's live sessions. `session` is a short hash of its id, never the id:
-    enough to tell sessions apart and to name the one to keep, useless to a thief."""
+    enough to tell sessions apart and to name the one to keep, useless to a thief.
+
+    `last_seen` is when a request last saved or refreshed it (refreshes come at most about
+    once a minute, so it is that precise). The device fields are set when the middleware
+    records devices (`record_devices=True`) or the app labelled it (`label_device`).
+    """
 
     session: str
     created_at: float
     expires_at: float
+    last_seen: float = 0.0
+    user_agent: str | None = None
+    network: str | None = None
+    label: str | None = None
 
 
 class ByUser(CoreBase):
@@ -43,7 +53,7 @@ class ByUser(CoreBase):
             record: Record | None = yield Load(key)
             envelope = self._owned(record, user)
             if record is not None and envelope is not None:
-                found.append(UserSession(key_hash(key), envelope.created_at, record.expires_at))
+                found.append(self._shown(key, envelope, record.expires_at))
         return sorted(found, key=lambda s: (s.created_at, s.session))
 
     def revoke_user(self, user: str, *, keep: str | None = None) -> Flow[int]:
@@ -59,6 +69,28 @@ class ByUser(CoreBase):
                 ended += 1
                 self._emit(EventKind.REVOKED, key)
         return ended
+
+    def _shown(self, key: str, envelope: Envelope, expires_at: float) -> UserSession:
+        data = envelope.data
+        # The deadline was set an idle timeout after the last save or refresh (unless the
+        # absolute lifetime cut it short, when the last one is not known more closely).
+        seen = max(envelope.created_at, expires_at - self.expiry_of(data).idle)
+        device = data.get(DEVICE_KEY)
+        noted = device if isinstance(device, dict) else {}
+
+        def text(name: str) -> str | None:
+            value = noted.get(name)
+            return value if isinstance(value, str) else None
+
+        return UserSession(
+            key_hash(key),
+            envelope.created_at,
+            expires_at,
+            min(seen, self.clock()),
+            text("user_agent"),
+            text("network"),
+            text("label"),
+        )
 
     def _owned(self, record: Record | None, user: str) -> Envelope | None:
         """The envelope of `record` if it is a session of `user`, else `None`."""

@@ -83,6 +83,7 @@ class Committing(Regenerating):
             return self.policy.rotated_response()
 
     def _commit(self, session: Session, lifetime: float | None) -> Flow[Saved]:
+        self._note_device(session)
         loaded = session._sg.loaded
         if session._sg.invalidated and loaded is not None:
             self._emit(EventKind.INVALIDATE, loaded.key)

@@ -20,7 +20,7 @@ from .events import Event, EventBus, EventKind, Hook
 from .ops import key_hash
 from .policy import CorruptionPolicy
 from .record import decode_record
-from .session import EXPIRY_KEY, Loaded, Session
+from .session import DEVICE_KEY, EXPIRY_KEY, Loaded, Session
 from .stores.base import KEEP, Owner, Record
 
 __all__ = ["Saved", "CoreBase", "UnsignedRecords", "logger", "security_logger"]
@@ -87,6 +87,7 @@ class CoreBase:
         keep_empty: bool = False,
         user_key: str | None = None,
         cipher: Cipher | None = None,
+        record_devices: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.signer = Signer(secret_key)
@@ -140,6 +141,9 @@ class CoreBase:
         # The session key whose value names the user a session belongs to, for the
         # store's per-user index (`sessionguard.users`); None keeps no index.
         self.user_key = user_key
+        # Note the device (user agent, client network) of each session at its creation and
+        # at each login (`sessionguard.devices`): costs no write of its own.
+        self.record_devices = record_devices
         # What `open` hands the app: a `Session`, or a subclass an integration needs (the
         # Flask interface's adds Flask's `SessionMixin`).
         self.session_class: type[Session] = Session
@@ -220,6 +224,22 @@ class CoreBase:
     def _emit(self, kind: EventKind, key: str | None = None, reason: str | None = None) -> None:
         if self.events:
             self.events.emit(Event(kind, key_hash(key) if key else None, reason))
+
+    def _note_device(self, session: Session) -> None:
+        """Note the request's device in a session that is about to be stored anyway: a
+        new one, or one a user just logged in on."""
+        device = session._sg.device
+        if not self.record_devices or not device:
+            return
+        creating = session._sg.loaded is None or session._sg.invalidated
+        logging_in = self.user_key is not None and self.user_key in session._sg.set_keys
+        if not ((creating and session) or logging_in):
+            return
+        noted = session.get(DEVICE_KEY)
+        label = noted.get("label") if isinstance(noted, dict) else None
+        current = {**device, "label": label} if isinstance(label, str) else dict(device)
+        if noted != current:
+            session[DEVICE_KEY] = current
 
     def _note_user(self, session: Session) -> None:
         """A save that set the user (a login) binds the session to them: say so."""

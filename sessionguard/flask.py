@@ -29,6 +29,7 @@ from flask.sessions import SessionInterface as _FlaskSessionInterface, SessionMi
 
 from .codec import Cipher, Serializer
 from .core import SessionCore, UnsignedRecords
+from .devices import device_of
 from .driver import run_sync
 from .events import Hook
 from .options import SessionOptions, build_core, require_user_index
@@ -60,6 +61,8 @@ class InterfaceOptions(TypedDict, total=False):
     user_key: str | None
     #: Encrypts session data at rest (`sessionguard.cipher.RecordCipher`).
     cipher: Cipher | None
+    #: Note each session's device for `UserSessions` (`sessionguard.devices`).
+    record_devices: bool
 
 
 #: Where Flask-Login keeps the logged-in user's id.
@@ -129,6 +132,8 @@ class SessionInterface(_FlaskSessionInterface):
             refused.refusal = opened
             return refused
         assert isinstance(opened, FlaskSession)
+        if core.record_devices:
+            opened._sg.device = device_of(request.user_agent.string, request.remote_addr)
         return opened
 
     def save_session(self, app: flask.Flask, session: SessionMixin, response: Response) -> None:

@@ -40,6 +40,7 @@ class SessionOptions(TypedDict, total=False):
     unsigned_records: UnsignedRecords
     user_key: str | None
     cipher: Cipher | None
+    record_devices: bool
 
 
 def build_core(secret_key: SecretKey, **options: Unpack[SessionOptions]) -> SessionCore:
@@ -93,6 +94,7 @@ def build_core(secret_key: SecretKey, **options: Unpack[SessionOptions]) -> Sess
         unsigned_records=options.get("unsigned_records", "accept"),
         user_key=options.get("user_key"),
         cipher=options.get("cipher"),
+        record_devices=options.get("record_devices", False),
     )
 
 

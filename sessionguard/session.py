@@ -9,12 +9,23 @@ from typing import Any
 from .cookie import new_id
 from .values import check_storable
 
-__all__ = ["EXPIRY_KEY", "Loaded", "Session", "Tracking", "apply_changes", "saved_as"]
+__all__ = [
+    "DEVICE_KEY",
+    "EXPIRY_KEY",
+    "Loaded",
+    "Session",
+    "Tracking",
+    "apply_changes",
+    "saved_as",
+]
 
 #: The session key where `remember_me` and `set_lifetime` keep this session's own expiry
 #: (as Django keeps `set_expiry`'s in `_session_expiry`, and Flask `permanent` in
 #: `_permanent`): a key like any other, so concurrent requests merge it like any other.
 EXPIRY_KEY = "_sessionguard_expiry"
+#: Where the device a session was created or logged in on is noted (`record_devices=True`)
+#: with the app's label for it (`label_device`): user agent, client network, label.
+DEVICE_KEY = "_sessionguard_device"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +59,9 @@ class Tracking:
     stale_cookie: bool = False
     # Adopted from another backend's cookie: the Set-Cookie that clears that cookie.
     legacy_clear: str | None = None
+    # The request's device (truncated user agent, client network), when the middleware
+    # records devices: noted in the session when it is created or logged in.
+    device: dict[str, str] | None = None
 
 
 class Session(dict[str, Any]):
@@ -149,6 +163,14 @@ class Session(dict[str, Any]):
         self._needs_cookie("remember_me() and set_lifetime()")
         chosen = self.get(EXPIRY_KEY)
         self[EXPIRY_KEY] = {**(chosen if isinstance(chosen, dict) else {}), **changes}
+
+    def label_device(self, label: str) -> None:
+        """Name the device this session is used on ("Work laptop"), for the user's list
+        of sessions (`sessionguard.users`). At most 100 characters are kept."""
+        if not isinstance(label, str):
+            raise TypeError(f"a device label is a str, got {type(label).__name__}")
+        noted = self.get(DEVICE_KEY)
+        self[DEVICE_KEY] = {**(noted if isinstance(noted, dict) else {}), "label": label[:100]}
 
     def invalidate(self) -> None:
         """Delete the session from the store and clear the cookie (logout).

@@ -65,13 +65,15 @@ def add_commands(
 def _sessions(args: argparse.Namespace, out: TextIO) -> int:
     found = _run(args, lambda users: users.sessions(args.user))
     if args.json:
-        shown = [{"session": s.session, **_times(s)} for s in found]
+        shown = [{"session": s.session, **_times(s), **_device(s)} for s in found]
         json.dump({"user": args.user, "sessions": shown}, out, indent=2)
         out.write("\n")
         return 0
     for each in found:
         times = _times(each)
-        print(f"{each.session}  created {times['created']}  expires {times['expires']}", file=out)
+        line = f"{each.session}  created {times['created']}  last seen {times['last_seen']}"
+        described = "  ".join(_device(each).values())
+        print(f"{line}  expires {times['expires']}{'  ' if described else ''}{described}", file=out)
     print(f"sessions: {len(found):,} live session(s) of user {args.user!r}", file=out)
     return 0
 
@@ -109,4 +111,13 @@ def _times(session: UserSession) -> dict[str, str]:
         moment = datetime.datetime.fromtimestamp(at, datetime.UTC).replace(microsecond=0)
         return moment.isoformat().replace("+00:00", "Z")
 
-    return {"created": iso(session.created_at), "expires": iso(session.expires_at)}
+    return {
+        "created": iso(session.created_at),
+        "last_seen": iso(session.last_seen),
+        "expires": iso(session.expires_at),
+    }
+
+
+def _device(session: UserSession) -> dict[str, str]:
+    fields = {"label": session.label, "user_agent": session.user_agent, "network": session.network}
+    return {name: value for name, value in fields.items() if value}

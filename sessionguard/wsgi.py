@@ -7,6 +7,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Unpack
 
 from .cookie import SecretKey, vary_on_cookie
+from .devices import device_of
 from .driver import run_sync
 from .options import SessionOptions, build_core, require_user_index
 from .policy import ErrorResponse
@@ -64,6 +65,10 @@ class SessionMiddleware:
         opened = run_sync(self.core.open(environ.get("HTTP_COOKIE")), self.store, self.core.events)
         if isinstance(opened, ErrorResponse):
             return _respond(start_response, opened)
+        if self.core.record_devices:
+            opened._sg.device = device_of(
+                environ.get("HTTP_USER_AGENT"), environ.get("REMOTE_ADDR")
+            )
         environ[ENVIRON_KEY] = opened
         response = _Response(self, opened, start_response)
         return response.wrap(self.app(environ, response.start_response))

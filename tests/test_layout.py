@@ -17,6 +17,7 @@ LAYERS = {
     "errors": 0,
     "types": 0,
     "values": 0,
+    "devices": 0,
     "verdicts": 0,
     "codec": 1,
     "cipher": 1,

@@ -327,8 +327,9 @@ def test_a_value_that_cannot_be_stored_is_refused_at_assignment_naming_key_and_t
 
 def test_a_session_shows_the_app_only_what_a_session_user_uses() -> None:
     """Starlette's, Flask's and Django's users use the dict API, `modified`, `accessed`,
-    the two security calls and the session's own lifetime (Django's `set_expiry`, Flask's
-    `permanent`); the middleware's bookkeeping is not theirs to see."""
+    the two security calls, the session's own lifetime (Django's `set_expiry`, Flask's
+    `permanent`) and a name for its device; the middleware's bookkeeping is not theirs to
+    see."""
     public = {name for name in dir(Session()) if not name.startswith("_")} - set(dir({}))
     assert public == {
         "accessed",
@@ -340,4 +341,5 @@ def test_a_session_shows_the_app_only_what_a_session_user_uses() -> None:
         "invalidate",
         "remember_me",
         "set_lifetime",
+        "label_device",
     }
