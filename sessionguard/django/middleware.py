@@ -34,6 +34,7 @@ from django.utils.cache import patch_vary_headers
 from django.utils.http import http_date
 
 from ..cookie import read_cookies
+from ..devices import device_of
 from ..errors import SessionRefusedError
 from ..policy import ErrorResponse
 from .config import current_engine
@@ -136,9 +137,13 @@ class SessionMiddleware:
         given = request.COOKIES.get(name)
         if given is not None and given not in values:
             values.insert(0, given)  # set on the request object itself (RequestFactory)
-        signer = current_engine().core.signer
-        key = next((v for v in values if signer.unsign(v) is not None), None)
-        return self.SessionStore(key if key is not None else (values[0] if values else None))
+        core = current_engine().core
+        key = next((v for v in values if core.signer.unsign(v) is not None), None)
+        session = self.SessionStore(key if key is not None else (values[0] if values else None))
+        if core.record_devices:
+            meta = request.META
+            session.device = device_of(meta.get("HTTP_USER_AGENT"), meta.get("REMOTE_ADDR"))
+        return session
 
     @staticmethod
     def _should_save(session: SessionStore, response: Response) -> bool:

@@ -67,6 +67,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         #: The last save's word on the cookie: "set" it, "clear" it, or leave it (None).
         self.cookie_action: Literal["set", "clear"] | None = None
         self._clear_cookie = False  # the request's cookie leads nowhere (and is ours)
+        #: The request's device, set by the middleware when the engine records devices.
+        self.device: dict[str, str] | None = None
         super().__init__(session_key)
 
     # -- Django's `modified` -----------------------------------------------------------------
@@ -306,6 +308,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         for key, value in session.items():
             if key not in session._sg.set_keys and self._stored.get(key, _NOT_GIVEN) != value:
                 session[key] = value  # changed in place: Django saves it, and so do we
+        session._sg.device = self.device
         return session
 
     def _create_flow(self) -> Flow[Saved | ErrorResponse]:
@@ -314,6 +317,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         fresh = Session()
         if current:
             fresh.update(current)
+        fresh._sg.device = self.device
         self._session_cache = fresh
         return self._engine.core.save(fresh, lifetime=self.get_expiry_age())
 

@@ -71,3 +71,14 @@ def test_sessionguard_options_cipher_encrypts_the_projects_sessions(
         assert client.get("/show").json()["user"] == user
     stored = [p.read_bytes() for p in Path(store.directory).rglob("*") if p.is_file()]
     assert stored and all(b"_auth_user_id" not in raw for raw in stored)
+
+
+def test_record_devices_notes_the_browser_and_network_of_a_django_login(
+    user: str, store: FileStore
+) -> None:
+    with override_settings(SESSIONGUARD_OPTIONS={"record_devices": True}):
+        client = Client(HTTP_USER_AGENT="Mozilla/5.0 Firefox/130.0")
+        assert client.post("/login", {"username": user, "password": PASSWORD}).json()["ok"]
+        users = UserSessions(store, settings.SECRET_KEY, user_key="_auth_user_id")
+        [shown] = users.sessions(pk_of(user))
+    assert (shown.user_agent, shown.network) == ("Mozilla/5.0 Firefox/130.0", "127.0.0.0/24")
