@@ -296,3 +296,14 @@ def test_the_flask_interface_encrypts_at_rest_with_cipher(tmp_path: Path) -> Non
     stored = [p.read_bytes() for p in (tmp_path / "sessions").rglob("*") if p.is_file()]
     assert stored and all(b"4111" not in raw for raw in stored)
     store.close()
+
+
+def test_the_flask_interface_records_devices_when_asked(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "sessions")
+    app = make_app(store)
+    app.session_interface = SessionInterface(store=store, record_devices=True)
+    client = app.test_client()
+    client.post("/set/_user_id/7", headers={"User-Agent": "Mozilla/5.0 Firefox/130.0"})
+    [shown] = UserSessions(store, "flask-secret", user_key="_user_id").sessions("7")
+    assert (shown.user_agent, shown.network) == ("Mozilla/5.0 Firefox/130.0", "127.0.0.0/24")
+    store.close()
