@@ -56,13 +56,16 @@ class ByUser(CoreBase):
                 found.append(self._shown(key, envelope, record.expires_at))
         return sorted(found, key=lambda s: (s.created_at, s.session))
 
-    def revoke_user(self, user: str, *, keep: str | None = None) -> Flow[int]:
-        """Flow: end every session of the user but the one whose hash is `keep`; return
-        how many were ended."""
+    def revoke_user(
+        self, user: str, *, keep: str | None = None, only: str | None = None
+    ) -> Flow[int]:
+        """Flow: end every session of the user but the one whose hash is `keep` (or only
+        the one whose hash is `only`); return how many were ended."""
         keys: list[str] = yield SessionsOf(user)
         ended = 0
         for key in keys:
-            if key_hash(key) == keep:
+            hashed = key_hash(key)
+            if hashed == keep or (only is not None and hashed != only):
                 continue
             updated: Updated[bool] = yield Update(key, _Revoke(self, user))
             if updated.found:

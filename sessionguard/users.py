@@ -12,6 +12,7 @@ users = UserSessions(store, secret_key=..., user_key="user_id")
 users.sessions("42")                        # [UserSession(session="3f2a...", ...), ...]
 users.revoke("42")                          # log out everywhere: how many were ended
 users.revoke("42", keep=request.session)    # log out my other devices
+users.end("42", "3f2a9c1b0d4e")             # log out that device
 ```
 
 Every method has an `a`-prefixed twin for async code (on the store's async API).
@@ -75,6 +76,21 @@ class UserSessions:
         flow = self.core.revoke_user(str(user), keep=self._hash_of(keep))
         return await run_async(flow, self.store, self.core.events)
 
+    def hash_of(self, session: Session | str) -> str:
+        """The hash `sessions()` shows for `session` (the current request's `Session`, or
+        its cookie value): to tell the current session apart in the user's list."""
+        return _named(self._hash_of(session))
+
+    def end(self, user: str, session: Session | str) -> bool:
+        """End one of the user's sessions ("log out that device" in their list), named as
+        `keep` names one; whether it was ended (not if it is not, or no longer, theirs)."""
+        flow = self.core.revoke_user(str(user), only=_named(self._hash_of(session)))
+        return run_sync(flow, self.store, self.core.events) == 1
+
+    async def aend(self, user: str, session: Session | str) -> bool:
+        flow = self.core.revoke_user(str(user), only=_named(self._hash_of(session)))
+        return await run_async(flow, self.store, self.core.events) == 1
+
     def _hash_of(self, keep: Session | str | None) -> str | None:
         if keep is None or (isinstance(keep, str) and _HASH.fullmatch(keep)):
             return keep
@@ -87,6 +103,12 @@ class UserSessions:
                 "session hash as sessions() shows it"
             )
         return key_hash(key)
+
+
+def _named(hashed: str | None) -> str:
+    if hashed is None:  # pragma: no cover - only keep=None gives None
+        raise ValueError("end() needs the session to end")
+    return hashed
 
 
 #: A session hash as `UserSession.session` shows it (`key_hash`).

@@ -7,10 +7,12 @@ the middleware is told `user_key="user"`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 
+from sessionguard import wsgi
 from sessionguard.driver import run_sync
 from sessionguard.errors import ConfigurationError
 from sessionguard.ops import key_hash
@@ -19,6 +21,7 @@ from sessionguard.policy import ErrorResponse
 from sessionguard.session import Session
 from sessionguard.stores import FileStore, MemoryStore
 from sessionguard.users import UserSessions
+from sessionguard.wsgi import get_session
 
 from .apps import SECRET, AppClient, CountingFileStore, cookie_header, session_set_cookie
 from .conftest import ClientFactory
@@ -204,3 +207,49 @@ async def test_keep_may_name_the_current_session_by_its_cookie_value(
     with pytest.raises(ValueError, match="names no session"):
         users.revoke("alice", keep="forged.value")
     assert len(users.sessions("alice")) == 1  # nothing was ended
+
+
+async def test_log_out_that_device_ends_exactly_the_one_named(
+    make_client: ClientFactory, users: UserSessions
+) -> None:
+    client = make_client(user_key="user")
+    phone, laptop = await log_in(client), await log_in(client)
+    phone_hash = key_hash(phone.split(".")[0])
+
+    assert users.end("alice", phone_hash)
+    assert not users.end("alice", phone_hash)  # already ended
+    assert not users.end("bob", key_hash(laptop.split(".")[0]))  # not bob's
+    assert [s.session for s in users.sessions("alice")] == [key_hash(laptop.split(".")[0])]
+    assert await users.aend("alice", laptop)  # by its cookie value, from async code
+
+
+def test_an_app_caps_each_user_at_two_sessions_with_the_public_api() -> None:
+    # At each login the app ends the user's oldest sessions so that, with the new one,
+    # there are at most LIMIT: "you are signed in on too many devices".
+    limit, store = 2, MemoryStore()
+    users = UserSessions(store, SECRET, user_key="user")
+
+    def app(environ: dict[str, object], start_response: Callable[..., object]) -> list[bytes]:
+        session = get_session(environ)
+        if environ["PATH_INFO"] == "/login":
+            current = users.hash_of(session)  # a re-login: its old id may be listed
+            session["user"] = "alice"
+            session.regenerate()
+            older = [s for s in users.sessions("alice") if s.session != current]
+            for stale in older[: max(0, len(older) - (limit - 1))]:  # oldest first
+                users.end("alice", stale.session)
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    wrapped = wsgi.SessionMiddleware(app, SECRET, store=store, user_key="user")
+    cookies = []
+    for _ in range(5):  # five devices, each its own cookie jar
+        transport = httpx.WSGITransport(app=wrapped)
+        with httpx.Client(transport=transport, base_url="http://x") as device:
+            cookies.append(device.get("/login").headers["set-cookie"].split(";")[0])
+            again = device.get("/login")  # logging in again on one device ends nothing
+            cookies[-1] = again.headers["set-cookie"].split(";")[0]
+
+    kept = [s.session for s in users.sessions("alice")]
+    newest = [key_hash(c.split("=", 1)[1].split(".")[0]) for c in cookies[-limit:]]
+    assert sorted(kept) == sorted(newest)
