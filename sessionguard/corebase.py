@@ -175,11 +175,17 @@ class CoreBase:
     ) -> float:
         """The deadline of a record of `data` written now: `lifetime` (else the session's
         idle timeout) from now, but never past its absolute timeout."""
-        expiry = self.expiry_of(data)
-        deadline = self.clock() + (expiry.idle if lifetime is None else lifetime)
-        if expiry.absolute is None:
+        idle: float
+        absolute: float | None
+        if data is None or EXPIRY_KEY not in data:  # the common case, on every refresh
+            idle, absolute = self.idle_timeout, self.absolute_timeout
+        else:
+            expiry = self.expiry_of(data)
+            idle, absolute = expiry.idle, expiry.absolute
+        deadline = self.clock() + (idle if lifetime is None else lifetime)
+        if absolute is None:
             return deadline
-        return min(deadline, created_at + expiry.absolute)
+        return min(deadline, created_at + absolute)
 
     def set_cookie(self, key: str, data: Mapping[str, Any] | None) -> str:
         """The Set-Cookie header of the session `key` holding `data`: a browser-session

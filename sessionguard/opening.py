@@ -16,7 +16,7 @@ from .errors import CorruptSessionError, StoreUnavailableError
 from .events import EventKind
 from .ops import Delete, Flow, Load, Quarantine, key_hash
 from .policy import CorruptionEvent, ErrorResponse
-from .session import Loaded, Session
+from .session import EXPIRY_KEY, Loaded, Session
 from .stores.base import Record
 
 __all__ = ["Opening"]
@@ -83,7 +83,10 @@ class Opening(CoreBase):
             # The id was regenerated. Following the pointer here would hand the new id to
             # whoever holds the old one (session fixation), so this request starts fresh.
             return self.session_class(read_only=read_only)
-        absolute = self.expiry_of(envelope.data).absolute
+        data = envelope.data
+        absolute = (
+            self.absolute_timeout if EXPIRY_KEY not in data else self.expiry_of(data).absolute
+        )
         if absolute is not None and envelope.created_at + absolute <= self.clock():
             self._emit(EventKind.EXPIRED, key, "absolute")
             yield Delete(key, expected_version=record.version)
