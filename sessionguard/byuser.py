@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .codec import Envelope
-from .corebase import CoreBase
 from .errors import CorruptSessionError
 from .events import EventKind
+from .lifetimes import Lifetimes
 from .ops import Flow, Load, SessionsOf, Update, Updated, key_hash
+from .ownership import Ownership
 from .session import DEVICE_KEY
 from .stores.base import Record, Write
 
@@ -42,7 +43,7 @@ class UserSession:
     label: str | None = None
 
 
-class ByUser(CoreBase):
+class ByUser(Lifetimes, Ownership):
     """`sessions_of_user` and `revoke_user`, for `sessionguard.users.UserSessions`."""
 
     def sessions_of_user(self, user: str) -> Flow[list[UserSession]]:

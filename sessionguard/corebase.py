@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,8 +20,8 @@ from .events import Event, EventBus, EventKind, Hook
 from .ops import key_hash
 from .policy import CorruptionPolicy
 from .record import decode_record
-from .session import DEVICE_KEY, EXPIRY_KEY, Loaded, Session
-from .stores.base import KEEP, Owner, Record
+from .session import Loaded, Session
+from .stores.base import Record
 
 __all__ = ["Saved", "CoreBase", "UnsignedRecords", "logger", "security_logger"]
 
@@ -46,23 +46,6 @@ class Saved:
     data: dict[str, Any] | None = None
     #: Merged into the session's regenerated id, whose cookie this request must not send.
     forwarded: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Expiry:
-    """A session's lifetimes (see `CoreBase.expiry_of`)."""
-
-    persistent: bool  # a cookie with Max-Age, or one that ends with the browser
-    idle: float
-    absolute: float | None
-    chosen_idle: int | None  # the session's own idle timeout, if it set one
-
-
-def _seconds(value: object) -> int | None:
-    """A positive whole number of seconds from stored data, else `None` (not chosen)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    return None
 
 
 class CoreBase:
@@ -154,62 +137,6 @@ class CoreBase:
         """The envelope a stored record holds, checked with this core's keys."""
         return decode_record(record, decoder=self._codec.decode)
 
-    def expiry_of(self, data: Mapping[str, Any] | None) -> Expiry:
-        """The lifetimes of a session holding `data`: the middleware's, or shorter ones
-        the session chose (`Session.set_lifetime`, `remember_me`)."""
-        chosen = data.get(EXPIRY_KEY) if data else None
-        if not isinstance(chosen, dict):
-            return Expiry(True, self.idle_timeout, self.absolute_timeout, None)
-        idle, absolute = _seconds(chosen.get("idle")), _seconds(chosen.get("absolute"))
-        if absolute is not None and self.absolute_timeout is not None:
-            absolute = min(absolute, self.absolute_timeout)
-        return Expiry(
-            chosen.get("persistent") is not False,
-            self.idle_timeout if idle is None else min(idle, self.idle_timeout),
-            self.absolute_timeout if absolute is None else absolute,
-            idle,
-        )
-
-    def deadline(
-        self, created_at: float, lifetime: float | None, data: Mapping[str, Any] | None = None
-    ) -> float:
-        """The deadline of a record of `data` written now: `lifetime` (else the session's
-        idle timeout) from now, but never past its absolute timeout."""
-        idle: float
-        absolute: float | None
-        if data is None or EXPIRY_KEY not in data:  # the common case, on every refresh
-            idle, absolute = self.idle_timeout, self.absolute_timeout
-        else:
-            expiry = self.expiry_of(data)
-            idle, absolute = expiry.idle, expiry.absolute
-        deadline = self.clock() + (idle if lifetime is None else lifetime)
-        if absolute is None:
-            return deadline
-        return min(deadline, created_at + absolute)
-
-    def set_cookie(self, key: str, data: Mapping[str, Any] | None) -> str:
-        """The Set-Cookie header of the session `key` holding `data`: a browser-session
-        cookie if it chose so, else one that lasts as long as its idle timeout."""
-        expiry = self.expiry_of(data)
-        value = self.signer.sign(key)
-        if not expiry.persistent:
-            return self.cookie.set_header(value, max_age=None)
-        if expiry.chosen_idle is not None:
-            idle = int(expiry.idle)
-            return self.cookie.set_header(value, max_age=min(self.cookie.max_age or idle, idle))
-        return self.cookie.set_header(value)
-
-    def owner_of(self, data: Mapping[str, Any]) -> Owner:
-        """Who a record holding `data` belongs to in the store's per-user index: the
-        value under `user_key` as a string (a str or an int, as Django and Flask-Login
-        store it), `None` for no one, `KEEP` when this core keeps no index."""
-        if self.user_key is None:
-            return KEEP
-        value = data.get(self.user_key)
-        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
-            return str(value)
-        return None
-
     def payload(
         self, data: dict[str, Any], created_at: float, moved_to: str | None = None
     ) -> bytes:
@@ -230,28 +157,6 @@ class CoreBase:
     def _emit(self, kind: EventKind, key: str | None = None, reason: str | None = None) -> None:
         if self.events:
             self.events.emit(Event(kind, key_hash(key) if key else None, reason))
-
-    def _note_device(self, session: Session) -> None:
-        """Note the request's device in a session that is about to be stored anyway: a
-        new one, or one a user just logged in on."""
-        device = session._sg.device
-        if not self.record_devices or not device:
-            return
-        creating = session._sg.loaded is None or session._sg.invalidated
-        logging_in = self.user_key is not None and self.user_key in session._sg.set_keys
-        if not ((creating and session) or logging_in):
-            return
-        noted = session.get(DEVICE_KEY)
-        label = noted.get("label") if isinstance(noted, dict) else None
-        current = {**device, "label": label} if isinstance(label, str) else dict(device)
-        if noted != current:
-            session[DEVICE_KEY] = current
-
-    def _note_user(self, session: Session) -> None:
-        """A save that set the user (a login) binds the session to them: say so."""
-        if self.user_key is not None and self.user_key in session._sg.set_keys:
-            if isinstance(self.owner_of(session), str):
-                self._emit(EventKind.USER_BOUND, session._sg.id)
 
     def _log_unavailable(
         self, action: str, key: str | None, exc: StoreUnavailableError | ConflictError

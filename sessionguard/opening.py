@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .cookie import read_cookies
-from .corebase import CoreBase, logger, security_logger
+from .corebase import logger, security_logger
 from .errors import CorruptSessionError, StoreUnavailableError
 from .events import EventKind
+from .lifetimes import Lifetimes
 from .ops import Delete, Flow, Load, Quarantine, key_hash
 from .policy import CorruptionEvent, ErrorResponse
 from .session import EXPIRY_KEY, Loaded, Session
@@ -22,7 +23,7 @@ from .stores.base import Record
 __all__ = ["Opening"]
 
 
-class Opening(CoreBase):
+class Opening(Lifetimes):
     """`open`: the cookie to the request's session."""
 
     def open(

@@ -26,17 +26,19 @@ the version it read).
 
 from __future__ import annotations
 
-from .corebase import CoreBase, Saved
+from .corebase import Saved
 from .decisions import CARRY_MARK, Carried, Carry, Move, Moved
 from .errors import ConflictError
+from .lifetimes import Lifetimes
 from .ops import Delete, Flow, Save, Update, Updated
+from .ownership import Ownership
 from .session import Loaded, Session
 from .stores.base import ABSENT
 
 __all__ = ["Regenerating"]
 
 
-class Regenerating(CoreBase):
+class Regenerating(Lifetimes, Ownership):
     """The flow of a save after `regenerate()`."""
 
     def _regenerate(self, session: Session, loaded: Loaded, lifetime: float | None) -> Flow[Saved]:

@@ -47,6 +47,8 @@ LAYERS = {
     "target": 3,
     "decisions": 3,
     "corebase": 3.5,
+    "lifetimes": 3.55,
+    "ownership": 3.55,
     "byuser": 3.7,
     "opening": 3.7,
     "regenerating": 3.6,
