@@ -261,7 +261,17 @@ def _parser() -> argparse.ArgumentParser:
         "writes; without it, encrypted records are only checked for integrity",
     )
     target = "a directory, sqlite:///file.db, postgresql+psycopg://... or redis://..."
+    _add_scan_and_purge(commands, store_options, target)
+    _add_migrate(commands, store_options, target)
+    add_commands(commands, store_options, target)
+    return parser
 
+
+def _add_scan_and_purge(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    store_options: argparse.ArgumentParser,
+    target: str,
+) -> None:
     scan = commands.add_parser(
         "scan",
         parents=[store_options],
@@ -283,6 +293,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     purge.set_defaults(run=_purge)
 
+
+def _add_migrate(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    store_options: argparse.ArgumentParser,
+    target: str,
+) -> None:
     migrate = commands.add_parser(
         "migrate", parents=[store_options], help="copy sessions from another backend"
     )
@@ -303,8 +319,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--django-secret-key", help="Django's SECRET_KEY, to check signatures")
     migrate.set_defaults(run=_migrate)
-    add_commands(commands, store_options, target)
-    return parser
 
 
 def _positive(text: str) -> int:

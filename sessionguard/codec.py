@@ -150,8 +150,24 @@ def decode(
     (`bad_signature` otherwise), and an unsigned one is refused (`unsigned`) unless
     `accept_unsigned`. Without `keys` (a tool that has no secret), only integrity is
     checked. An encrypted record needs the `cipher` that has its key (`unknown_key`
-    otherwise: see `is_encrypted` for a tool that only checks integrity).
+    otherwise).
     """
+    header, mac, payload, flags = _intact(raw)
+    if keys is not None:
+        _check_signature(mac, header, payload, keys, accept_unsigned)
+    if flags & _FLAG_ENCRYPTED:
+        if cipher is None:
+            raise CorruptSessionError(
+                CorruptReason.UNKNOWN_KEY,
+                "the record is encrypted, and no cipher was given to read it",
+            )
+        payload = cipher.decrypt(payload, header)
+    return _parse(payload, as_json=bool(flags & _FLAG_JSON))
+
+
+def _intact(raw: bytes) -> tuple[bytes, bytes, bytes, int]:
+    """The header, signature, payload and flags of an envelope whose shape and checksum
+    hold; `CorruptSessionError` naming what is wrong otherwise."""
     if not raw:
         raise CorruptSessionError(CorruptReason.EMPTY, "the record has no bytes")
     if _looks_like_pickle(raw):
@@ -168,24 +184,19 @@ def decode(
             CorruptReason.TRUNCATED, f"header needs {HEADER_SIZE} bytes, {len(raw)} stored"
         )
     _, version, flags, length = _HEADER.unpack_from(raw)
-    signed = version == FORMAT_VERSION
-    header_size = HEADER_SIZE + (_DIGEST_SIZE if signed else 0)
+    header_size = HEADER_SIZE + (_DIGEST_SIZE if version == FORMAT_VERSION else 0)
     if len(raw) < header_size:
         raise CorruptSessionError(
             CorruptReason.TRUNCATED, f"header needs {header_size} bytes, {len(raw)} stored"
         )
     payload = raw[header_size:]
-    if len(payload) < length:
+    if len(payload) != length:
+        short = len(payload) < length
         raise CorruptSessionError(
-            CorruptReason.TRUNCATED, f"payload declares {length} bytes, {len(payload)} stored"
-        )
-    if len(payload) > length:
-        raise CorruptSessionError(
-            CorruptReason.CHECKSUM_MISMATCH,
+            CorruptReason.TRUNCATED if short else CorruptReason.CHECKSUM_MISMATCH,
             f"payload declares {length} bytes, {len(payload)} stored",
         )
-    header = raw[: _HEADER.size]
-    mac = raw[HEADER_SIZE:header_size]
+    header, mac = raw[: _HEADER.size], raw[HEADER_SIZE:header_size]
     if _digest(header + mac, payload) != raw[_HEADER.size : HEADER_SIZE]:
         raise CorruptSessionError(CorruptReason.CHECKSUM_MISMATCH, "checksum does not match")
     if version not in (FORMAT_VERSION, UNSIGNED_VERSION) or flags & ~_KNOWN_FLAGS:
@@ -194,16 +205,7 @@ def decode(
             CorruptReason.BAD_MAGIC,
             f"format version {version} flags {flags:#x} are not supported by this release",
         )
-    if keys is not None:
-        _check_signature(mac, header, payload, keys, accept_unsigned)
-    if flags & _FLAG_ENCRYPTED:
-        if cipher is None:
-            raise CorruptSessionError(
-                CorruptReason.UNKNOWN_KEY,
-                "the record is encrypted, and no cipher was given to read it",
-            )
-        payload = cipher.decrypt(payload, header)
-    return _parse(payload, as_json=bool(flags & _FLAG_JSON))
+    return header, mac, payload, flags
 
 
 def is_encrypted(raw: bytes) -> bool:

@@ -73,20 +73,15 @@ class CoreBase:
         record_devices: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        _check_options(
+            unsigned_records, idle_timeout, absolute_timeout, serializer, max_attempts, max_size
+        )
         self.signer = Signer(secret_key)
         # Records are signed with the newest secret and verified against all of them.
         self.record_keys = record_keys(self.signer.secrets)
-        if unsigned_records not in ("accept", "reject"):
-            raise ConfigurationError(
-                f"unsigned_records must be 'accept' or 'reject', got {unsigned_records!r}"
-            )
         self.accept_unsigned = unsigned_records == "accept"
         self.cookie = cookie
         self.policy = policy
-        if (idle_timeout is not None and idle_timeout <= 0) or (
-            absolute_timeout is not None and absolute_timeout <= 0
-        ):
-            raise ConfigurationError("idle_timeout and absolute_timeout must be positive seconds")
         if idle_timeout is None:
             # As in Starlette, a session lasts max_age; None (a browser-session cookie)
             # still ends on the server after 14 idle days, and a max_age of 0 or less means
@@ -99,12 +94,6 @@ class CoreBase:
         # Store a session that was emptied, or saved empty, instead of deleting it (Django
         # stores what `save()` is asked to store; the middlewares never store empties).
         self.keep_empty = keep_empty
-        if serializer not in ("msgpack", "json"):
-            raise ConfigurationError(f"serializer must be 'msgpack' or 'json', got {serializer!r}")
-        if max_attempts < 1:
-            raise ConfigurationError(f"max_attempts must be at least 1, got {max_attempts!r}")
-        if max_size < 1:
-            raise ConfigurationError(f"max_size must be a positive byte count, got {max_size!r}")
         self.max_size = max_size
         self.save_every_request = save_every_request
         self.serializer: Serializer = serializer
@@ -171,3 +160,28 @@ class CoreBase:
             extra={"event": kind, "session": session, "reason": str(exc)},
         )
         self._emit(kind, key, str(exc))
+
+
+def _check_options(
+    unsigned_records: str,
+    idle_timeout: int | None,
+    absolute_timeout: int | None,
+    serializer: str,
+    max_attempts: int,
+    max_size: int,
+) -> None:
+    """`ConfigurationError` for an option no middleware can run with, at start-up."""
+    if unsigned_records not in ("accept", "reject"):
+        raise ConfigurationError(
+            f"unsigned_records must be 'accept' or 'reject', got {unsigned_records!r}"
+        )
+    if (idle_timeout is not None and idle_timeout <= 0) or (
+        absolute_timeout is not None and absolute_timeout <= 0
+    ):
+        raise ConfigurationError("idle_timeout and absolute_timeout must be positive seconds")
+    if serializer not in ("msgpack", "json"):
+        raise ConfigurationError(f"serializer must be 'msgpack' or 'json', got {serializer!r}")
+    if max_attempts < 1:
+        raise ConfigurationError(f"max_attempts must be at least 1, got {max_attempts!r}")
+    if max_size < 1:
+        raise ConfigurationError(f"max_size must be a positive byte count, got {max_size!r}")
