@@ -19,7 +19,7 @@ __all__ = ["Expiry", "Lifetimes"]
 
 @dataclass(frozen=True, slots=True)
 class Expiry:
-    """A session's lifetimes (see `CoreBase.expiry_of`)."""
+    """A session's lifetimes (see `Lifetimes.expiry_of`)."""
 
     persistent: bool  # a cookie with Max-Age, or one that ends with the browser
     idle: float

@@ -95,7 +95,10 @@ class UserSessions:
         if keep is None or (isinstance(keep, str) and _HASH.fullmatch(keep)):
             return keep
         if isinstance(keep, Session):
-            return key_hash(keep._sg.id)
+            # The stored record it came from: a regenerate() earlier in this request has
+            # already moved its id, and the listed one must still count as current.
+            loaded = keep._sg.loaded
+            return key_hash(loaded.key if loaded is not None else keep._sg.id)
         key = self.core.signer.unsign(keep)
         if key is None:
             raise ValueError(

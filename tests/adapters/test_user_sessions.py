@@ -253,3 +253,25 @@ def test_an_app_caps_each_user_at_two_sessions_with_the_public_api() -> None:
     kept = [s.session for s in users.sessions("alice")]
     newest = [key_hash(c.split("=", 1)[1].split(".")[0]) for c in cookies[-limit:]]
     assert sorted(kept) == sorted(newest)
+
+
+def test_keep_means_the_current_session_even_after_a_regenerate_in_the_same_request(
+    any_store: MemoryStore | FileStore,
+) -> None:
+    core = build_core(SECRET, user_key="user")
+    users = UserSessions(any_store, SECRET, user_key="user")
+    cookies = []
+    for _ in range(2):
+        session = run_sync(core.open(None), any_store)
+        assert isinstance(session, Session)
+        session["user"] = "alice"
+        sent = run_sync(core.commit(session), any_store)
+        assert not isinstance(sent, ErrorResponse)
+        cookies.append(sent[0].split(";", 1)[0])
+    current = run_sync(core.open(cookies[1]), any_store)
+    assert isinstance(current, Session)
+    current.regenerate()  # e.g. a privilege change, then "log out my other devices"
+    assert users.revoke("alice", keep=current) == 1
+    answer = run_sync(core.commit(current), any_store)
+    assert not isinstance(answer, ErrorResponse) and "Max-Age=0" not in answer[0]
+    assert [s.session for s in users.sessions("alice")] == [key_hash(current._sg.id)]
