@@ -275,3 +275,22 @@ def test_keep_means_the_current_session_even_after_a_regenerate_in_the_same_requ
     answer = run_sync(core.commit(current), any_store)
     assert not isinstance(answer, ErrorResponse) and "Max-Age=0" not in answer[0]
     assert [s.session for s in users.sessions("alice")] == [key_hash(current._sg.id)]
+
+
+def test_a_users_encrypted_sessions_are_listed_with_the_cipher_only(
+    any_store: MemoryStore | FileStore,
+) -> None:
+    from sessionguard.cipher import RecordCipher
+
+    cipher = RecordCipher([RecordCipher.new_key()])
+    core = build_core(SECRET, user_key="user", cipher=cipher)
+    session = run_sync(core.open(None), any_store)
+    assert isinstance(session, Session)
+    session["user"] = "alice"
+    assert not isinstance(run_sync(core.commit(session), any_store), ErrorResponse)
+
+    readable = UserSessions(any_store, SECRET, user_key="user", cipher=cipher)
+    blind = UserSessions(any_store, SECRET, user_key="user")
+    assert [s.session for s in readable.sessions("alice")] == [key_hash(session._sg.id)]
+    assert blind.sessions("alice") == [] and blind.revoke("alice") == 0
+    assert readable.revoke("alice") == 1
