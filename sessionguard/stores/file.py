@@ -50,7 +50,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, StoreUnavailableError
 from . import cachedio, fileowners, filepurge, filerecord, frame
 from .base import (
     ABSENT,
@@ -258,7 +258,15 @@ class FileStore(BaseStore):
     ) -> int:
         """`_write`, with the owner changed around it (see `fileowners` for the order)."""
         previous = fileowners.claim(self._layout, parent, key, owner, durable=self.durable)
-        version = self._write(parent, path, key, payload, expires_at)
+        try:
+            version = self._write(parent, path, key, payload, expires_at)
+        except BaseException:
+            # The record was not replaced: it still belongs to `previous` (best effort; a
+            # failure here leaves an entry that `sessions_of` skips and purge removes).
+            if owner is not KEEP and owner != previous:
+                with contextlib.suppress(StoreUnavailableError):
+                    fileowners.claim(self._layout, parent, key, previous, durable=self.durable)
+            raise
         fileowners.release(self._layout, key, previous, owner)
         return version
 

@@ -93,3 +93,16 @@ def test_scan_and_purge_leave_the_index_files_alone(store: FileStore, clock: Fak
     assert store.leftover_temp_files() == []
     assert store.purge_expired() == 0
     assert store.sessions_of("alice") == [KEY]
+
+
+def test_a_write_that_fails_leaves_the_record_with_its_owner(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    store = FileStore(tmp_path / "small", durable=False, clock=clock, max_record_size=256)
+    store.save(KEY, b"x", expires_at=clock.now + 60, owner="alice")
+    # Refused before the rename (the record would be over max_record_size): nothing moves.
+    with pytest.raises(StoreUnavailableError, match="max_record_size"):
+        store.save(KEY, b"y" * 1000, expires_at=clock.now + 60, owner="bob")
+    assert store.owner_of(KEY) == "alice"
+    assert (store.sessions_of("alice"), store.sessions_of("bob")) == ([KEY], [])
+    store.close()
