@@ -108,3 +108,24 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(target: Target) -> Non
         errors = command.stderr.read().decode()
         assert command.wait(timeout=60) == 128 + signal.SIGPIPE
     assert "Traceback" not in errors and "BrokenPipe" not in errors, errors
+
+
+def test_sessions_shows_the_device_when_one_was_noted(target: Target, run: RunCLI) -> None:
+    core = build_core(SECRET, user_key="user", record_devices=True)
+    session = run_sync(core.open(None), target.store)
+    assert isinstance(session, Session)
+    session._sg.device = {"user_agent": "Firefox/130.0", "network": "203.0.113.0/24"}
+    session["user"] = "alice"
+    session.label_device("Work laptop")
+    assert not isinstance(run_sync(core.commit(session), target.store), ErrorResponse)
+
+    text = run("sessions", target.url, "--user", "alice", *AUTH).stdout.splitlines()[0]
+    shown = json.loads(run("sessions", target.url, "--user", "alice", "--json", *AUTH).stdout)
+
+    assert text.endswith("Work laptop  Firefox/130.0  203.0.113.0/24") and "last seen" in text
+    [entry] = shown["sessions"]
+    assert (entry["label"], entry["user_agent"], entry["network"]) == (
+        "Work laptop",
+        "Firefox/130.0",
+        "203.0.113.0/24",
+    )
