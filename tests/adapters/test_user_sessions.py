@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from sessionguard import wsgi
+from sessionguard.core import SessionCore
 from sessionguard.driver import run_sync
 from sessionguard.errors import ConfigurationError
 from sessionguard.ops import key_hash
@@ -116,17 +117,22 @@ def any_store(
     store.close()
 
 
+def alices_session(core: SessionCore, store: MemoryStore | FileStore) -> tuple[Session, str]:
+    """A new session of alice's, stored as the middleware stores it; and its cookie."""
+    session = run_sync(core.open(None), store)
+    assert isinstance(session, Session)
+    session["user"] = "alice"
+    sent = run_sync(core.commit(session), store)
+    assert not isinstance(sent, ErrorResponse)
+    return session, sent[0].split(";", 1)[0]
+
+
 def test_a_request_in_flight_on_a_revoked_session_never_brings_it_back(
     any_store: MemoryStore | FileStore,
 ) -> None:
     core = build_core(SECRET, user_key="user")
     users = UserSessions(any_store, SECRET, user_key="user")
-    new = run_sync(core.open(None), any_store)
-    assert isinstance(new, Session)
-    new["user"] = "alice"
-    sent = run_sync(core.commit(new), any_store)
-    assert not isinstance(sent, ErrorResponse)
-    cookie = sent[0].split(";", 1)[0]
+    new, cookie = alices_session(core, any_store)
     in_flight = run_sync(core.open(cookie), any_store)  # loaded before the revoke
     assert isinstance(in_flight, Session) and in_flight["user"] == "alice"
 
@@ -145,12 +151,7 @@ def test_a_session_that_changed_user_since_it_was_listed_is_not_ended(
 ) -> None:
     core = build_core(SECRET, user_key="user")
     users = UserSessions(any_store, SECRET, user_key="user")
-    session = run_sync(core.open(None), any_store)
-    assert isinstance(session, Session)
-    session["user"] = "alice"
-    sent = run_sync(core.commit(session), any_store)
-    assert not isinstance(sent, ErrorResponse)
-    cookie = sent[0].split(";", 1)[0]
+    session, cookie = alices_session(core, any_store)
     # Listed as alice's ...
     assert len(users.sessions("alice")) == 1
     # ... then bob logs in on that same session (no regenerate: a bad app, but possible).
@@ -180,13 +181,9 @@ def test_a_rotated_id_moves_the_session_in_the_index_and_the_pointer_belongs_to_
     any_store: MemoryStore | FileStore,
 ) -> None:
     core = build_core(SECRET, user_key="user")
-    session = run_sync(core.open(None), any_store)
-    assert isinstance(session, Session)
-    session["user"] = "alice"
-    sent = run_sync(core.commit(session), any_store)
-    assert not isinstance(sent, ErrorResponse)
+    session, cookie = alices_session(core, any_store)
     old_id = session._sg.id
-    rotated = run_sync(core.open(sent[0].split(";", 1)[0]), any_store)
+    rotated = run_sync(core.open(cookie), any_store)
     assert isinstance(rotated, Session)
     rotated.regenerate()
     run_sync(core.commit(rotated), any_store)
@@ -260,14 +257,7 @@ def test_keep_means_the_current_session_even_after_a_regenerate_in_the_same_requ
 ) -> None:
     core = build_core(SECRET, user_key="user")
     users = UserSessions(any_store, SECRET, user_key="user")
-    cookies = []
-    for _ in range(2):
-        session = run_sync(core.open(None), any_store)
-        assert isinstance(session, Session)
-        session["user"] = "alice"
-        sent = run_sync(core.commit(session), any_store)
-        assert not isinstance(sent, ErrorResponse)
-        cookies.append(sent[0].split(";", 1)[0])
+    cookies = [alices_session(core, any_store)[1] for _ in range(2)]
     current = run_sync(core.open(cookies[1]), any_store)
     assert isinstance(current, Session)
     current.regenerate()  # e.g. a privilege change, then "log out my other devices"
@@ -284,10 +274,7 @@ def test_a_users_encrypted_sessions_are_listed_with_the_cipher_only(
 
     cipher = RecordCipher([RecordCipher.new_key()])
     core = build_core(SECRET, user_key="user", cipher=cipher)
-    session = run_sync(core.open(None), any_store)
-    assert isinstance(session, Session)
-    session["user"] = "alice"
-    assert not isinstance(run_sync(core.commit(session), any_store), ErrorResponse)
+    session, _ = alices_session(core, any_store)
 
     readable = UserSessions(any_store, SECRET, user_key="user", cipher=cipher)
     blind = UserSessions(any_store, SECRET, user_key="user")

@@ -104,13 +104,7 @@ def _save() -> tuple[World, str | None]:
     return world, session._sg.id
 
 
-@scenario(EventKind.CREATED)
-def _created() -> tuple[World, str | None]:
-    world = World()
-    session = world.session(None)
-    session["user"] = 1
-    world.commit(session)
-    return world, session._sg.id
+SCENARIOS[EventKind.CREATED] = _save  # storing a new session is both
 
 
 @scenario(EventKind.UPDATE)
