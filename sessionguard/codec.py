@@ -53,7 +53,6 @@ __all__ = [
     "Serializer",
     "decode",
     "encode",
-    "is_encrypted",
     "record_keys",
 ]
 
@@ -206,11 +205,6 @@ def _intact(raw: bytes) -> tuple[bytes, bytes, bytes, int]:
             f"format version {version} flags {flags:#x} are not supported by this release",
         )
     return header, mac, payload, flags
-
-
-def is_encrypted(raw: bytes) -> bool:
-    """Whether `raw` claims to be an encrypted envelope (checked or not)."""
-    return raw.startswith(MAGIC) and len(raw) > 3 and bool(raw[3] & _FLAG_ENCRYPTED)
 
 
 class KeyedCodec:

@@ -96,8 +96,7 @@ def disown(layout: FileLayout, parent: str, key: str) -> None:
 
 def sessions_of(layout: FileLayout, user: str) -> list[str]:
     """The keys whose `.owner` file names `user` (extra entries a kill left are skipped)."""
-    directory = _user_dir(layout, user)
-    layout.check_private((os.path.join(layout.directory, USERS_DIR), directory), create=False)
+    directory = _checked_user_dir(layout, user, create=False)
     keys = []
     for name in layout.names(directory):
         try:
@@ -140,9 +139,14 @@ def _user_dir(layout: FileLayout, user: str) -> str:
 
 
 def _entry(layout: FileLayout, user: str, key: str, *, create: bool) -> str:
+    return os.path.join(_checked_user_dir(layout, user, create=create), key)
+
+
+def _checked_user_dir(layout: FileLayout, user: str, *, create: bool) -> str:
+    """The user's directory, after checking it (and `.users`) are ours alone."""
     directory = _user_dir(layout, user)
     layout.check_private((os.path.join(layout.directory, USERS_DIR), directory), create=create)
-    return os.path.join(directory, key)
+    return directory
 
 
 def _replace(path: str, data: bytes, *, durable: bool) -> None:
