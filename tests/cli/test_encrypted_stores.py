@@ -82,3 +82,22 @@ def test_migrate_encrypts_what_it_writes_with_the_cipher_key(tmp_path: Path, run
     envelope = decode(found.record.payload, keys=keys, cipher=RecordCipher([key_text(KEY)]))
     assert envelope.data == {"user": "alice"}
     store.close()
+
+
+def test_sessions_and_revoke_read_an_encrypted_store_with_the_cipher_key(
+    target: Target, run: RunCLI
+) -> None:
+    core = build_core(SECRET, user_key="user", cipher=RecordCipher([key_text(KEY)]))
+    session = run_sync(core.open(None), target.store)
+    assert isinstance(session, Session)
+    session["user"] = "alice"
+    assert not isinstance(run_sync(core.commit(session), target.store), ErrorResponse)
+    auth = ("--user", "alice", "--user-key", "user", "--secret-key", SECRET)
+
+    blind = run("sessions", target.url, *auth)
+    seen = run("sessions", target.url, *auth, "--cipher-key", key_text(KEY))
+    ended = run("revoke", target.url, *auth, "--cipher-key", key_text(KEY))
+
+    assert blind.stdout.splitlines()[-1] == "sessions: 0 live session(s) of user 'alice'"
+    assert seen.stdout.splitlines()[-1] == "sessions: 1 live session(s) of user 'alice'"
+    assert ended.stdout.strip() == "revoke: ended 1 session(s) of user 'alice'"
