@@ -16,7 +16,7 @@ from .decisions import Claim
 from .errors import CorruptSessionError
 from .events import EventKind
 from .legacy import LegacyCookie, legacy_key
-from .ops import Flow, Load, LoadLegacy, Update, Updated, key_hash
+from .ops import Flow, Load, LoadLegacy, Update, Updated
 from .policy import ErrorResponse
 from .session import Session
 from .stores.base import Record, Write
@@ -65,7 +65,7 @@ class AdoptingCore(SessionCore):
         legacy = self.legacy
         record_id = legacy.record_id(legacy_id) if legacy.record_id else legacy_id
         key = legacy_key(legacy.name, record_id)
-        record: Record | None = yield Load(key)
+        record: Record | None = yield Load(self.stored_key(key))
         data, adopted = _migrated_data(self, key, record)
         if adopted:
             self._emit(EventKind.ADOPT_REFUSED, key)
@@ -79,11 +79,13 @@ class AdoptingCore(SessionCore):
             return self.session_class(data, read_only=True)
         session = self._legacy_session(read_only)
         now = self.clock()
+        # The marker names our session by its store key, as a regenerate's pointer does.
+        marker = self.stored_key(session._sg.id)
         claim = Claim(
             record.version if record is not None else None,
-            Write(self.payload({}, now, moved_to=session._sg.id), now + legacy.max_age),
+            Write(self.payload({}, now, moved_to=marker), now + legacy.max_age),
         )
-        claimed: Updated[bool] = yield Update(key, claim)
+        claimed: Updated[bool] = yield Update(self.stored_key(key), claim)
         if not claimed.found:
             # Adopted, or changed, by a concurrent request with the same old cookie.
             self._emit(EventKind.ADOPT_REFUSED, key)
@@ -119,7 +121,7 @@ def _migrated_data(
     try:
         envelope = core.decode_record(record)
     except CorruptSessionError as exc:
-        logger.warning("migrated session %s is corrupt: %s", key_hash(key), exc.reason)
+        logger.warning("migrated session %s is corrupt: %s", core.name_of(key), exc.reason)
         return None, False
     if envelope.moved_to is not None:
         return None, True

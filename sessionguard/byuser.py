@@ -48,7 +48,7 @@ class ByUser(Lifetimes, Ownership):
 
     def sessions_of_user(self, user: str) -> Flow[list[UserSession]]:
         """Flow: the user's live sessions, oldest first."""
-        keys: list[str] = yield SessionsOf(user)
+        keys: list[str] = yield SessionsOf(self.indexed_user(user))
         found = []
         for key in keys:
             record: Record | None = yield Load(key)
@@ -62,7 +62,7 @@ class ByUser(Lifetimes, Ownership):
     ) -> Flow[int]:
         """Flow: end every session of the user but the one whose hash is `keep` (or only
         the one whose hash is `only`); return how many were ended."""
-        keys: list[str] = yield SessionsOf(user)
+        keys: list[str] = yield SessionsOf(self.indexed_user(user))
         ended = 0
         for key in keys:
             hashed = key_hash(key)
@@ -71,7 +71,7 @@ class ByUser(Lifetimes, Ownership):
             updated: Updated[bool] = yield Update(key, _Revoke(self, user))
             if updated.found:
                 ended += 1
-                self._emit(EventKind.REVOKED, key)
+                self._emit_stored(EventKind.REVOKED, key)
         return ended
 
     def _shown(self, key: str, envelope: Envelope, expires_at: float) -> UserSession:
@@ -104,7 +104,7 @@ class ByUser(Lifetimes, Ownership):
             envelope = self.decode_record(record)
         except CorruptSessionError:
             return None  # the corruption policy's business, when a request reads it
-        if envelope.moved_to is not None or self.owner_of(envelope.data) != user:
+        if envelope.moved_to is not None or self.owner_of(envelope.data) != self.indexed_user(user):
             return None
         return envelope
 

@@ -23,6 +23,7 @@ import secrets
 from collections.abc import Sequence
 
 from .errors import ConfigurationError, CorruptReason, CorruptSessionError
+from .keymaterial import key_material
 
 try:
     from cryptography.exceptions import InvalidTag
@@ -37,7 +38,6 @@ __all__ = ["RecordCipher"]
 _ID_SIZE = 4
 _NONCE_SIZE = 12  # GCM's standard nonce: random per record, 2^-32 collision bound at 2^32 writes
 _KEY_PURPOSE = b"sessionguard.cipher.v1"
-_MIN_TEXT_KEY = 32
 
 
 class RecordCipher:
@@ -50,7 +50,7 @@ class RecordCipher:
         given = [keys] if isinstance(keys, bytes | str) else list(keys)
         if not given:
             raise ConfigurationError("RecordCipher needs at least one key")
-        derived = [_key_of(key) for key in given]
+        derived = [key_material(k, purpose=_KEY_PURPOSE, owner="RecordCipher") for k in given]
         self._encrypting = (_id_of(derived[0]), AESGCM(derived[0]))
         self._by_id = {_id_of(key): AESGCM(key) for key in reversed(derived)}
 
@@ -87,21 +87,6 @@ class RecordCipher:
 
     def __repr__(self) -> str:
         return f"RecordCipher(keys={len(self._by_id)})"  # never the keys
-
-
-def _key_of(key: bytes | str) -> bytes:
-    if isinstance(key, str):
-        if len(key) < _MIN_TEXT_KEY:
-            raise ConfigurationError(
-                f"a RecordCipher key given as text needs at least {_MIN_TEXT_KEY} characters "
-                "of randomness; use RecordCipher.new_key() for 32 random bytes"
-            )
-        return hashlib.sha256(_KEY_PURPOSE + key.encode()).digest()
-    if len(key) != 32:
-        raise ConfigurationError(
-            f"a RecordCipher key is 32 bytes (AES-256), got {len(key)}; use RecordCipher.new_key()"
-        )
-    return key
 
 
 def _id_of(key: bytes) -> bytes:

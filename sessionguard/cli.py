@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from .cliargs import cipher_of, record_keys_of
+from .cliargs import cipher_of, hashed_ids_of, record_keys_of
 from .errors import (
     ConfigurationError,
     StoreUnavailableError,
@@ -211,6 +211,7 @@ def _migrate(args: argparse.Namespace, out: TextIO) -> int:
             django_secret_key=args.django_secret_key,
             sign_with=next(iter(record_keys_of(args) or ()), None),
             cipher=cipher_of(args),
+            hashed_ids=hashed_ids_of(args),
             progress=lambda n: progress.show("migrate", n, None, f"{n:,} examined"),
         )
     finally:
@@ -259,6 +260,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the app's RecordCipher key (repeat for older ones; or set "
         "SESSIONGUARD_CIPHER_KEY): read encrypted records, and migrate encrypts what it "
         "writes; without it, encrypted records are only checked for integrity",
+    )
+    store_options.add_argument(
+        "--id-key",
+        metavar="KEY",
+        help="the app's HashedIds key (or set SESSIONGUARD_ID_KEY): sessions and revoke find "
+        "the user under it, and migrate stores what it copies under hashed ids",
     )
     target = "a directory, sqlite:///file.db, postgresql+psycopg://... or redis://..."
     _add_scan_and_purge(commands, store_options, target)

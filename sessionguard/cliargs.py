@@ -1,5 +1,5 @@
 """What the `sessionguard` commands take from their options and the environment: the
-app's secret keys and its cipher keys."""
+app's secret keys, its cipher keys and its id key."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import argparse
 import os
 
 from .codec import Cipher, record_keys
+from .hashedids import HashedIds
 
-__all__ = ["cipher_of", "record_keys_of", "secrets_of"]
+__all__ = ["cipher_of", "hashed_ids_of", "record_keys_of", "secrets_of"]
 
 
 def secrets_of(args: argparse.Namespace) -> list[str]:
@@ -30,6 +31,12 @@ def cipher_of(args: argparse.Namespace) -> Cipher | None:
     from .cipher import RecordCipher  # needs the encryption extra: only when asked for
 
     return RecordCipher(keys)
+
+
+def hashed_ids_of(args: argparse.Namespace) -> HashedIds | None:
+    """`HashedIds` from `--id-key` (or SESSIONGUARD_ID_KEY), or `None`."""
+    keys = [args.id_key] if args.id_key else _from_environment("SESSIONGUARD_ID_KEY")
+    return HashedIds(keys[0]) if keys else None
 
 
 def _from_environment(name: str) -> list[str]:

@@ -13,7 +13,7 @@ from .corebase import Saved, logger
 from .decisions import Merge, Merged
 from .errors import ConflictError, SessionTooLargeError, StoreUnavailableError
 from .events import EventKind
-from .ops import Delete, Flow, Save, Touch, Update, Updated, key_hash
+from .ops import Delete, Flow, Save, Touch, Update, Updated
 from .policy import ErrorResponse
 from .regenerating import Regenerating
 from .session import Loaded, Session
@@ -64,11 +64,12 @@ class Committing(Regenerating):
             self._log_unavailable("save", session._sg.id, exc)
             return self.policy.unavailable_response(exc)
         except SessionTooLargeError as exc:
+            name = self.name_of(session._sg.id)
             logger.warning(
                 "session %s not saved: %s",
-                key_hash(session._sg.id),
+                name,
                 exc,
-                extra={"event": EventKind.TOO_LARGE, "session": key_hash(session._sg.id)},
+                extra={"event": EventKind.TOO_LARGE, "session": name},
             )
             self._emit(EventKind.TOO_LARGE, session._sg.id)
             return self.policy.too_large_response()
@@ -76,7 +77,7 @@ class Committing(Regenerating):
             loaded = session._sg.loaded
             logger.info(
                 "save refused: session %s was regenerated while this request ran",
-                key_hash(loaded.key) if loaded else "-",
+                self.name_of(loaded.key) if loaded else "-",
                 extra={"event": EventKind.ROTATED},
             )
             self._emit(EventKind.ROTATED, loaded.key if loaded else None)
@@ -87,7 +88,7 @@ class Committing(Regenerating):
         loaded = session._sg.loaded
         if session._sg.invalidated and loaded is not None:
             self._emit(EventKind.INVALIDATE, loaded.key)
-            yield Delete(loaded.key)  # unconditional: logout wins over any concurrent save
+            yield Delete(self.stored_key(loaded.key))  # unconditional: logout wins
         if session._sg.regenerated and loaded is not None:
             self._emit(EventKind.REGENERATE, loaded.key)
             return (yield from self._regenerate(session, loaded, lifetime))
@@ -105,7 +106,8 @@ class Committing(Regenerating):
         data = dict(session)
         payload = self.payload(data, now)
         expires_at = self.deadline(now, lifetime, data)
-        version = yield Save(session._sg.id, payload, expires_at, ABSENT, self.owner_of(data))
+        stored_key = self.stored_key(session._sg.id)
+        version = yield Save(stored_key, payload, expires_at, ABSENT, self.owner_of(data))
         if version is None:  # pragma: no cover - a 160-bit random id that already exists
             raise ConflictError("a freshly generated session id already exists in the store")
         self._emit(EventKind.CREATED, session._sg.id)
@@ -124,7 +126,7 @@ class Committing(Regenerating):
         # Only the record this request read: if the id was regenerated meanwhile, it now
         # holds a forward pointer whose short lifetime must not be extended, and the
         # browser already has the new cookie, which this response must not replace.
-        touched = yield Touch(loaded.key, expires_at, loaded.version)
+        touched = yield Touch(self.stored_key(loaded.key), expires_at, loaded.version)
         if not touched:
             # Gone, or no longer the record this request read: whatever holds the id now
             # is another request's doing, and nothing of it is known here.
@@ -138,51 +140,57 @@ class Committing(Regenerating):
         One atomic `update` of the record: if it is still the version this request loaded
         (the common case), the store writes this request's data as it is; if another
         request saved in between, `_Merge` applies exactly this request's set and deleted
-        keys to the newest record instead. A regenerate pointer met on the way is followed.
+        keys to the newest record instead. A regenerate pointer met on the way is followed:
+        it names the new record by its store key, never by the id, which this request must
+        not learn.
         """
         if not self.merge:
             return (yield from self._overwrite(session, loaded, lifetime))
-        key = loaded.key
+        own = target = self.stored_key(loaded.key)
         for _ in range(self.max_attempts):  # bounds the pointers followed
             # Versions are only comparable within one key: after following a pointer, the
             # new id's version may equal the old one's by chance (per-key counters).
-            expected = loaded.version if key == loaded.key else None
+            followed = target != own
+            expected = None if followed else loaded.version
             merge = Merge(self, session, loaded.created_at, lifetime, expected)
-            updated: Updated[Merged] = yield Update(key, merge)
+            updated: Updated[Merged] = yield Update(target, merge)
             version, merged = updated.version, updated.found
             if merged.data is not None:
-                self._emit(EventKind.MERGE, key)
+                self._emit_stored(EventKind.MERGE, target)
             if merged.rotated:
                 raise _Rotated
             if version is not None:
                 if merged.emptied:
-                    return Saved(self.cookie.clear_header() if key == loaded.key else None)
+                    return Saved(None if followed else self.cookie.clear_header())
                 self._note_user(session)
-                stored = Loaded(key, version, merged.created_at, merged.expires_at)
-                if key != loaded.key:
+                if followed:
                     # Merged into the regenerated session; its cookie is already out, and
-                    # must never be sent to a request that came with the old id.
+                    # must never be sent to a request that came with the old id (`stored`
+                    # names the new record by its store key: the id is not known here).
+                    stored = Loaded(target, version, merged.created_at, merged.expires_at)
                     return Saved(None, stored, merged.data, forwarded=True)
-                cookie = self.set_cookie(key, session if merged.data is None else merged.data)
-                return Saved(cookie, stored, merged.data)
+                stored = Loaded(loaded.key, version, merged.created_at, merged.expires_at)
+                data = session if merged.data is None else merged.data
+                return Saved(self.set_cookie(loaded.key, data), stored, merged.data)
             if merged.moved_to is None:
                 # Deleted meanwhile (logout, expiry): never bring it back.
-                return Saved(self.cookie.clear_header() if key == loaded.key else None)
-            key = merged.moved_to
+                return Saved(None if followed else self.cookie.clear_header())
+            target = merged.moved_to
         raise ConflictError(
-            f"gave up saving session {key_hash(loaded.key)}: it was regenerated "
+            f"gave up saving session {self.name_of(loaded.key)}: it was regenerated "
             f"{self.max_attempts} times while this request ran"
         )
 
     def _overwrite(self, session: Session, loaded: Loaded, lifetime: float | None) -> Flow[Saved]:
         """`merge=False`: the last writer wins, as in most session libraries (a baseline)."""
+        stored_key = self.stored_key(loaded.key)
         if not session and not self.keep_empty:
-            yield Delete(loaded.key)
+            yield Delete(stored_key)
             return Saved(self.cookie.clear_header())
         data = dict(session)
         payload = self.payload(data, loaded.created_at)
         expires_at = self.deadline(loaded.created_at, lifetime, data)
-        version = yield Save(loaded.key, payload, expires_at, None, self.owner_of(data))
+        version = yield Save(stored_key, payload, expires_at, None, self.owner_of(data))
         self._note_user(session)
         stored = Loaded(loaded.key, version, loaded.created_at, expires_at)
         return Saved(self.set_cookie(loaded.key, data), stored)

@@ -41,7 +41,7 @@ class SessionCore(Opening, Committing, ByUser):
         if key is None:
             return False
         try:
-            record: Record | None = yield Load(key)
+            record: Record | None = yield Load(self.stored_key(key))
         except StoreUnavailableError as exc:
             self._log_unavailable("load", key, exc)
             return self.policy.unavailable_response(exc)
@@ -61,7 +61,7 @@ class SessionCore(Opening, Committing, ByUser):
             return False
         self._emit(EventKind.INVALIDATE, key)
         try:
-            deleted: bool = yield Delete(key)
+            deleted: bool = yield Delete(self.stored_key(key))
         except StoreUnavailableError as exc:
             self._log_unavailable("delete", key, exc)
             return self.policy.unavailable_response(exc)

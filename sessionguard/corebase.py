@@ -17,6 +17,7 @@ from .codec import Cipher, Envelope, KeyedCodec, Serializer, record_keys
 from .cookie import DEFAULT_MAX_AGE, CookieSettings, SecretKey, Signer
 from .errors import ConfigurationError, ConflictError, SessionTooLargeError, StoreUnavailableError
 from .events import Event, EventBus, EventKind, Hook
+from .hashedids import HashedIds
 from .ops import key_hash
 from .policy import CorruptionPolicy
 from .record import decode_record
@@ -71,6 +72,7 @@ class CoreBase:
         user_key: str | None = None,
         cipher: Cipher | None = None,
         record_devices: bool = False,
+        hashed_ids: HashedIds | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         _check_options(
@@ -116,6 +118,8 @@ class CoreBase:
         # Note the device (user agent, client network) of each session at its creation and
         # at each login (`sessionguard.devices`): costs no write of its own.
         self.record_devices = record_devices
+        # Records stored under keyed hashes of their ids (`sessionguard.hashedids`).
+        self.hashed_ids = hashed_ids
         # What `open` hands the app: a `Session`, or a subclass an integration needs (the
         # Flask interface's adds Flask's `SessionMixin`).
         self.session_class: type[Session] = Session
@@ -141,17 +145,39 @@ class CoreBase:
             )
         return payload
 
+    def stored_key(self, key: str) -> str:
+        """The store key of the session id `key`: the id itself, or its keyed hash with
+        `hashed_ids`. Every store operation names a session by this; cookies by the id."""
+        ids = self.hashed_ids
+        return key if ids is None else ids.of_session(key)
+
+    def indexed_user(self, user: str) -> str:
+        """The name the store's per-user index knows `user` by (see `stored_key`)."""
+        ids = self.hashed_ids
+        return user if ids is None else ids.of_user(user)
+
     # -- reporting ------------------------------------------------------------------------
+
+    def name_of(self, key: str) -> str:
+        """The short hash that names session id `key` in logs, events and
+        `UserSession.session`: of its store key, the one name every tool can know."""
+        return key_hash(self.stored_key(key))
 
     def _emit(self, kind: EventKind, key: str | None = None, reason: str | None = None) -> None:
         if self.events:
-            self.events.emit(Event(kind, key_hash(key) if key else None, reason))
+            self.events.emit(Event(kind, self.name_of(key) if key else None, reason))
+
+    def _emit_stored(self, kind: EventKind, stored_key: str) -> None:
+        """`_emit` for a session known only by its store key (listed by the per-user
+        index, or reached through a forward pointer)."""
+        if self.events:
+            self.events.emit(Event(kind, key_hash(stored_key)))
 
     def _log_unavailable(
         self, action: str, key: str | None, exc: StoreUnavailableError | ConflictError
     ) -> None:
         kind = EventKind.CONFLICT if isinstance(exc, ConflictError) else EventKind.STORE_ERROR
-        session = key_hash(key) if key else None
+        session = self.name_of(key) if key else None
         logger.error(
             "session %s failed (%s): %s",
             action,

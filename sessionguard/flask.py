@@ -32,6 +32,7 @@ from .core import SessionCore, UnsignedRecords
 from .devices import device_of
 from .driver import run_sync
 from .events import Hook
+from .hashedids import HashedIds
 from .options import SessionOptions, build_core, require_user_index
 from .policy import CorruptionPolicy, ErrorResponse
 from .session import Session
@@ -63,6 +64,8 @@ class InterfaceOptions(TypedDict, total=False):
     cipher: Cipher | None
     #: Note each session's device for `UserSessions` (`sessionguard.devices`).
     record_devices: bool
+    #: Store records under keyed hashes of their ids (`sessionguard.hashedids.HashedIds`).
+    hashed_ids: HashedIds | None
 
 
 #: Where Flask-Login keeps the logged-in user's id.

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from .codec import Cipher, Envelope, encode
 from .errors import ConfigurationError
+from .hashedids import HashedIds
 from .legacy import legacy_key
 from .ops import key_hash
 from .sources.base import DEFAULT_MAX_AGE, LegacyReader, Undecodable
@@ -144,6 +145,7 @@ def run_migration(
     django_secret_key: str | None = None,
     sign_with: bytes | None = None,
     cipher: Cipher | None = None,
+    hashed_ids: HashedIds | None = None,
     progress: Callable[[int], None] | None = None,
     max_age: int = DEFAULT_MAX_AGE,
     clock: Callable[[], float] = time.time,
@@ -153,7 +155,8 @@ def run_migration(
     Each is saved as a sessionguard envelope under `legacy_key(cookie_name, legacy_id)`
     with its old deadline, signed with `sign_with` (a key from `codec.record_keys`, so
     that apps with `unsigned_records="reject"` adopt it), and encrypted with `cipher` when
-    the app encrypts its records; a second run overwrites them.
+    the app encrypts its records, and under the keyed hash of that key with `hashed_ids`
+    when the app hashes its ids; a second run overwrites them.
     Expired, empty and undecodable records are counted and skipped; only an unreadable source or an
     unavailable target (`StoreUnavailableError`) stops the run. `progress` is called
     after each record with the number examined so far. `cookie_name` defaults to the old
@@ -186,9 +189,10 @@ def run_migration(
                 except TypeError as exc:  # a value msgpack cannot hold (a datetime, ...)
                     report._undecodable(kind, Undecodable(item.legacy_id, "unencodable", str(exc)))
                 else:
-                    target.save(
-                        legacy_key(name, item.legacy_id), payload, expires_at=item.expires_at
-                    )
+                    key = legacy_key(name, item.legacy_id)
+                    if hashed_ids is not None:
+                        key = hashed_ids.of_session(key)
+                    target.save(key, payload, expires_at=item.expires_at)
                     report.copied += 1
             if progress is not None:
                 progress(seen)

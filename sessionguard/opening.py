@@ -15,15 +15,16 @@ from .corebase import logger, security_logger
 from .errors import CorruptSessionError, StoreUnavailableError
 from .events import EventKind
 from .lifetimes import Lifetimes
-from .ops import Delete, Flow, Load, Quarantine, key_hash
+from .ops import Delete, Flow, Load, Quarantine, Save, key_hash
+from .ownership import Ownership
 from .policy import CorruptionEvent, ErrorResponse
 from .session import EXPIRY_KEY, Loaded, Session
-from .stores.base import Record
+from .stores.base import ABSENT, Record
 
 __all__ = ["Opening"]
 
 
-class Opening(Lifetimes):
+class Opening(Lifetimes, Ownership):
     """`open`: the cookie to the request's session."""
 
     def open(
@@ -72,14 +73,17 @@ class Opening(Lifetimes):
             )
             self._emit(EventKind.REJECTED_COOKIE)
             return self.session_class(read_only=read_only)
-        record: Record | None = yield Load(key)
+        stored = self.stored_key(key)
+        record: Record | None = yield Load(stored)
+        if record is None and stored != key:
+            record = yield from self._rehashed(key, stored)
         if record is None:
             self._emit(EventKind.EXPIRED, key, "missing")  # idle-expired, purged or logged out
             return self._fresh(read_only, stale_cookie=True)
         try:
             envelope = self.decode_record(record)
         except CorruptSessionError as exc:
-            return (yield from self._corrupt(key, record, exc, read_only))
+            return (yield from self._corrupt(key, stored, record, exc, read_only))
         if envelope.moved_to is not None:
             # The id was regenerated. Following the pointer here would hand the new id to
             # whoever holds the old one (session fixation), so this request starts fresh.
@@ -90,10 +94,36 @@ class Opening(Lifetimes):
         )
         if absolute is not None and envelope.created_at + absolute <= self.clock():
             self._emit(EventKind.EXPIRED, key, "absolute")
-            yield Delete(key, expected_version=record.version)
+            yield Delete(stored, expected_version=record.version)
             return self._fresh(read_only, stale_cookie=True)
         loaded = Loaded(key, record.version, envelope.created_at, record.expires_at)
         return self.session_class(envelope.data, loaded=loaded, read_only=read_only)
+
+    def _rehashed(self, key: str, stored: str) -> Flow[Record | None]:
+        """The record of a session stored under its plain id before `hashed_ids` was
+        turned on, moved under its hashed key: turning it on logs no one out.
+
+        The copy is made only where nothing is stored yet, and the plain record is then
+        deleted only if it is still the version copied. A record that does not verify,
+        or is a forward pointer, is left where it is for `purge` (and its session starts
+        anew).
+        """
+        plain: Record | None = yield Load(key)
+        if plain is None:
+            return None
+        try:
+            envelope = self.decode_record(plain)
+        except CorruptSessionError:
+            return None
+        if envelope.moved_to is not None:
+            return None
+        owner = self.owner_of(envelope.data)
+        version = yield Save(stored, plain.payload, plain.expires_at, ABSENT, owner)
+        if version is None:  # moved by a concurrent request first: read its copy
+            moved: Record | None = yield Load(stored)
+            return moved
+        yield Delete(key, expected_version=plain.version)
+        return Record(plain.payload, version, plain.expires_at)
 
     def _fresh(self, read_only: bool, *, stale_cookie: bool) -> Session:
         session = self.session_class(read_only=read_only)
@@ -101,9 +131,9 @@ class Opening(Lifetimes):
         return session
 
     def _corrupt(
-        self, key: str, record: Record, exc: CorruptSessionError, read_only: bool
+        self, key: str, stored: str, record: Record, exc: CorruptSessionError, read_only: bool
     ) -> Flow[Session | ErrorResponse]:
-        event = CorruptionEvent(exc.reason, key_hash(key), exc.detail)
+        event = CorruptionEvent(exc.reason, key_hash(stored), exc.detail)
         logger.warning(
             "corrupt session record %s (%s): %s",
             event.key_hash,
@@ -115,10 +145,10 @@ class Opening(Lifetimes):
         action = self.policy.decide(event)
         if self.policy.quarantine_dir is not None:
             name = f"{event.key_hash}-{event.reason}-{int(self.clock())}.bin"
-            yield Quarantine(self.policy.quarantine_dir, name, record, key)
+            yield Quarantine(self.policy.quarantine_dir, name, record, stored)
         elif action == "reset":
             # Only this exact record: a concurrent request may already have replaced it.
-            yield Delete(key, expected_version=record.version)
+            yield Delete(stored, expected_version=record.version)
         if action == "reject":
             return self.policy.reject_response(self.cookie.clear_header())
         return self._fresh(read_only, stale_cookie=True)

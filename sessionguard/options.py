@@ -12,6 +12,7 @@ from .cookie import DEFAULT_MAX_AGE, CookieSettings, SameSite, SecretKey
 from .core import SessionCore, UnsignedRecords
 from .errors import ConfigurationError
 from .events import Hook
+from .hashedids import HashedIds
 from .legacy import LegacyCookie
 from .policy import CorruptionPolicy
 
@@ -41,6 +42,7 @@ class SessionOptions(TypedDict, total=False):
     user_key: str | None
     cipher: Cipher | None
     record_devices: bool
+    hashed_ids: HashedIds | None
 
 
 def build_core(secret_key: SecretKey, **options: Unpack[SessionOptions]) -> SessionCore:
@@ -95,6 +97,7 @@ def build_core(secret_key: SecretKey, **options: Unpack[SessionOptions]) -> Sess
         user_key=options.get("user_key"),
         cipher=options.get("cipher"),
         record_devices=options.get("record_devices", False),
+        hashed_ids=options.get("hashed_ids"),
     )
 
 

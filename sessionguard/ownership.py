@@ -20,12 +20,13 @@ class Ownership(CoreBase):
     def owner_of(self, data: Mapping[str, Any]) -> Owner:
         """Who a record holding `data` belongs to in the store's per-user index: the
         value under `user_key` as a string (a str or an int, as Django and Flask-Login
-        store it), `None` for no one, `KEEP` when this core keeps no index."""
+        store it; its keyed hash with `hashed_ids`), `None` for no one, `KEEP` when
+        this core keeps no index."""
         if self.user_key is None:
             return KEEP
         value = data.get(self.user_key)
         if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
-            return str(value)
+            return self.indexed_user(str(value))
         return None
 
     def _note_device(self, session: Session) -> None:

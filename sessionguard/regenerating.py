@@ -52,23 +52,26 @@ class Regenerating(Lifetimes, Ownership):
         lifetime (apps that rotate every few minutes would otherwise never expire).
         """
         new_key, created_at = session._sg.id, loaded.created_at
+        new_stored = self.stored_key(new_key)
         first = dict(session)
         payload = self.payload(first, created_at)
         expires_at = self.deadline(created_at, lifetime, first)
-        new_version = yield Save(new_key, payload, expires_at, ABSENT, self.owner_of(first))
+        new_version = yield Save(new_stored, payload, expires_at, ABSENT, self.owner_of(first))
         if new_version is None:  # pragma: no cover - see _create
             raise ConflictError("a freshly generated session id already exists in the store")
         now = self.clock()
         carry = session._sg.carry_in_flight
-        pointer = self.payload(CARRY_MARK if carry else {}, now, moved_to=new_key)
+        # The pointer names the new record by its store key: with `hashed_ids`, a copy of
+        # the store holds no id, not even during the grace window.
+        pointer = self.payload(CARRY_MARK if carry else {}, now, moved_to=new_stored)
         # The pointer's deadline is fixed here: nothing refreshes a pointer (see _refresh).
         moved: Updated[Moved] = yield Update(
-            loaded.key, Move(self, pointer, now + self.regenerate_grace)
+            self.stored_key(loaded.key), Move(self, pointer, now + self.regenerate_grace)
         )
         old = moved.found
         if old.gone:
             # Logged out concurrently: logout wins, the new copy goes too.
-            yield Delete(new_key)
+            yield Delete(new_stored)
             return Saved(self.cookie.clear_header())
         self._note_user(session)
         cookie = self.set_cookie(new_key, first)
@@ -76,7 +79,7 @@ class Regenerating(Lifetimes, Ownership):
         if carry and old.data is not None and old.version != loaded.version:
             # A concurrent save landed on the old id first: carry it over, our changes on top.
             carry_over = Carry(self, session, old.data, first, created_at, lifetime)
-            carried: Updated[Carried | None] = yield Update(new_key, carry_over)
+            carried: Updated[Carried | None] = yield Update(new_stored, carry_over)
             if carried.version is None or carried.found is None:
                 return Saved(cookie)  # the new session was deleted meanwhile
             stored = Loaded(new_key, carried.version, created_at, carried.found.expires_at)

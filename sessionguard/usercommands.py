@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable
 from typing import TextIO, TypeVar
 
-from .cliargs import cipher_of, secrets_of
+from .cliargs import cipher_of, hashed_ids_of, secrets_of
 from .errors import ConfigurationError
 from .stores.base import BaseStore
 from .target import open_store
@@ -100,7 +100,13 @@ def _run(args: argparse.Namespace, act: Callable[[UserSessions], _T]) -> _T:
     try:
         if not isinstance(store, BaseStore):  # pragma: no cover - every built-in store is
             raise ConfigurationError(f"{store!r} keeps no per-user index")
-        users = UserSessions(store, secrets, user_key=args.user_key, cipher=cipher_of(args))
+        users = UserSessions(
+            store,
+            secrets,
+            user_key=args.user_key,
+            cipher=cipher_of(args),
+            hashed_ids=hashed_ids_of(args),
+        )
         return act(users)
     finally:
         store.close()

@@ -28,7 +28,7 @@ from .codec import Cipher
 from .cookie import SecretKey
 from .driver import run_async, run_sync
 from .events import Hook
-from .ops import key_hash
+from .hashedids import HashedIds
 from .options import build_core, require_user_index
 from .session import Session
 from .stores.base import BaseStore
@@ -38,8 +38,8 @@ __all__ = ["UserSession", "UserSessions"]
 
 class UserSessions:
     """The sessions of each user in `store`, as the middleware with the same `secret_key`,
-    `user_key` (and `cipher`) wrote them. `hooks` receive a `revoked` event per session
-    ended."""
+    `user_key` (and `cipher`, `hashed_ids`) wrote them. `hooks` receive a `revoked` event
+    per session ended."""
 
     def __init__(
         self,
@@ -49,9 +49,12 @@ class UserSessions:
         user_key: str,
         hooks: Sequence[Hook] = (),
         cipher: Cipher | None = None,
+        hashed_ids: HashedIds | None = None,
     ) -> None:
         self.store = store
-        self.core = build_core(secret_key, user_key=user_key, hooks=hooks, cipher=cipher)
+        self.core = build_core(
+            secret_key, user_key=user_key, hooks=hooks, cipher=cipher, hashed_ids=hashed_ids
+        )
         require_user_index(self.core, store)
 
     def sessions(self, user: str) -> list[UserSession]:
@@ -98,14 +101,14 @@ class UserSessions:
             # The stored record it came from: a regenerate() earlier in this request has
             # already moved its id, and the listed one must still count as current.
             loaded = keep._sg.loaded
-            return key_hash(loaded.key if loaded is not None else keep._sg.id)
+            return self.core.name_of(loaded.key if loaded is not None else keep._sg.id)
         key = self.core.signer.unsign(keep)
         if key is None:
             raise ValueError(
                 "keep= names no session: pass the current Session, its cookie value, or a "
                 "session hash as sessions() shows it"
             )
-        return key_hash(key)
+        return self.core.name_of(key)
 
 
 def _named(hashed: str | None) -> str:

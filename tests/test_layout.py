@@ -21,6 +21,8 @@ LAYERS = {
     "verdicts": 0,
     "codec": 1,
     "cipher": 1,
+    "keymaterial": 0.5,
+    "hashedids": 1,
     "cookie": 1,
     "policy": 1,
     "stores.base": 1,

@@ -82,3 +82,22 @@ def test_record_devices_notes_the_browser_and_network_of_a_django_login(
         users = UserSessions(store, settings.SECRET_KEY, user_key="_auth_user_id")
         [shown] = users.sessions(pk_of(user))
     assert (shown.user_agent, shown.network) == ("Mozilla/5.0 Firefox/130.0", "127.0.0.0/24")
+
+
+def test_sessionguard_options_hashed_ids_keep_the_session_key_out_of_the_store(
+    user: str, store: FileStore
+) -> None:
+    from sessionguard.hashedids import HashedIds
+
+    ids = HashedIds(HashedIds.new_key())
+    with override_settings(SESSIONGUARD_OPTIONS={"hashed_ids": ids}):
+        phone, laptop = logged_in(user), logged_in(user)
+        assert laptop.get("/show").json()["user"] == user
+        users = UserSessions(store, settings.SECRET_KEY, user_key="_auth_user_id", hashed_ids=ids)
+        laptop_key = laptop.cookies[settings.SESSION_COOKIE_NAME].value
+        assert users.revoke(pk_of(user), keep=laptop_key) == 1
+        assert phone.get("/show").json()["user"] is None
+
+    names = [p.name for p in Path(store.directory).rglob("*")]
+    assert names and not any(laptop_key.split(".")[0] in name for name in names)
+    assert [s.session for s in users.sessions(pk_of(user))] == [users.hash_of(laptop_key)]
