@@ -33,7 +33,9 @@ class EventKind(enum.StrEnum):
     MERGE = "merge"  # a save applied its changes on top of a concurrent request's save
     CONFLICT = "conflict"  # concurrent writers kept winning: answered 503
     STORE_ERROR = "store_error"  # the store was unavailable: answered 503
-    EXPIRED = "expired"  # reason: "absolute" lifetime, or "missing" (idle expiry or deleted)
+    # reason: "absolute" lifetime, "missing" (idle expiry or deleted), or "purged"
+    # (`sessionguard.purging.purge_expired` removed it)
+    EXPIRED = "expired"
     REGENERATE = "regenerate"
     # A save by a request that loaded the session before a regenerate() that did not
     # carry in-flight writes: refused with 409, nothing written.

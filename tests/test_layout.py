@@ -23,6 +23,7 @@ LAYERS = {
     "cipher": 1,
     "keymaterial": 0.5,
     "hashedids": 1,
+    "purging": 3,
     "cookie": 1,
     "policy": 1,
     "stores.base": 1,

@@ -138,13 +138,15 @@ class PurgeProgress:
     `removed` counts the records this step removed. `done` and `total` measure the whole
     run in units of the store's choosing (records, directories) for a progress bar;
     `total` is an estimate taken at the start, so `done` may pass it. `errors` holds the
-    messages of records this step could not remove; the run goes on past them.
+    messages of records this step could not remove; the run goes on past them. `keys`
+    names the records removed, for `sessionguard.purging` to report one by one.
     """
 
     removed: int
     done: int
     total: int
     errors: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
 
 
 class _Keep(enum.Enum):

@@ -29,27 +29,33 @@ def purge_batches(
     """One step per fan-out directory, or per `batch_size` files (see `FileStore`)."""
     parents = list(layout.fan_out_dirs())
     for done, parent in enumerate(parents, 1):
-        removed, examined, errors = 0, 0, []
+        removed: list[str] = []
+        examined, errors = 0, []
         try:
             names = layout.names(parent)
         except StoreUnavailableError as exc:
             names, errors = [], [str(exc)]
         for name in names:
             try:
-                removed += _purge_one(layout, limit, clock, parent, name)
+                if _purge_one(layout, limit, clock, parent, name):
+                    removed.append(name)
             except StoreUnavailableError as exc:
                 errors.append(str(exc))
             examined += 1
             if examined % batch_size == 0 and examined < len(names):
-                yield PurgeProgress(removed, done - 1, len(parents), tuple(errors))
-                removed, errors = 0, []
+                yield _progress(removed, done - 1, len(parents), errors)
+                removed, errors = [], []
         if done == len(parents):
             # Last, the index entries a killed writer left (the records' own went above).
             try:
                 fileowners.purge_index(layout)
             except StoreUnavailableError as exc:
                 errors.append(str(exc))
-        yield PurgeProgress(removed, done, len(parents), tuple(errors))
+        yield _progress(removed, done, len(parents), errors)
+
+
+def _progress(removed: list[str], done: int, total: int, errors: list[str]) -> PurgeProgress:
+    return PurgeProgress(len(removed), done, total, tuple(errors), tuple(removed))
 
 
 def scan(layout: FileLayout, limit: int, clock: Clock) -> Iterator[StoredRecord]:
@@ -84,12 +90,13 @@ def leftover_temp_files(layout: FileLayout) -> list[str]:
     return keys
 
 
-def _purge_one(layout: FileLayout, limit: int, clock: Clock, listed_in: str, name: str) -> int:
+def _purge_one(layout: FileLayout, limit: int, clock: Clock, listed_in: str, name: str) -> bool:
+    """Remove the file `name` if it is an expired record (true) or an orphaned temp file."""
     is_temp = name.startswith(".") and name.endswith(TMP_SUFFIX)
     key = name[1 : -len(TMP_SUFFIX)] if is_temp else name
     stripe = layout.owner(listed_in, key)
     if stripe is None:
-        return 0
+        return False
     path = os.path.join(listed_in, key)
     # Under the key's lock no write is in progress, so its temp file is an orphan, and a
     # record refreshed or rewritten since the directory listing is seen as live.
@@ -100,16 +107,16 @@ def _purge_one(layout: FileLayout, limit: int, clock: Clock, listed_in: str, nam
                 contextlib.suppress(FileNotFoundError),
             ):
                 os.unlink(os.path.join(listed_in, name))
-            return 0
+            return False
         # Only bytes that are intact say when they expire: a damaged or foreign file is
         # corrupt whatever its age, and stays for `purge --corrupt` to handle.
         record = filerecord.read(layout, path, key, limit)
         if record is None or record.expires_at > clock():
-            return 0
+            return False
         with layout.errors(f"purge the record of session {key_hash(key)}"):
             try:
                 os.unlink(path)
             except FileNotFoundError:
-                return 0
+                return False
         fileowners.disown(layout, layout.locate(key)[0], key)
-    return 1
+    return True

@@ -120,16 +120,16 @@ class MemoryStore(BaseStore):
                 key for key, rec in self._records.items() if rec.expires_at <= self._clock()
             ]
         for start in range(0, len(candidates), batch_size):
-            removed = 0
+            removed = []
             with self._lock:
                 for key in candidates[start : start + batch_size]:
                     # Checked again under the lock: it may have been refreshed since.
                     record = self._records.get(key)
                     if record is not None and record.expires_at <= self._clock():
                         self._drop(key)
-                        removed += 1
+                        removed.append(key)
             done = min(start + batch_size, len(candidates))
-            yield PurgeProgress(removed, done, len(candidates))
+            yield PurgeProgress(len(removed), done, len(candidates), keys=tuple(removed))
 
     def scan(self, *, batch_size: int = 500) -> Iterator[StoredRecord]:
         with self._lock:

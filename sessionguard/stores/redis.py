@@ -392,11 +392,11 @@ class RedisStore(BaseStore):
         expired key by itself. Each key is checked and removed in one script, so a key
         refreshed since `SCAN` listed it is kept. Users' sets met on the way lose the
         names of records that are gone. `total` is 0 (unknown)."""
-        flow = _purge(self._pattern(), self._sets(), batch_size)
+        flow = _purge(self.prefix, self._pattern(), self._sets(), batch_size)
         yield from iterate_flow(flow, self._sync().perform)
 
     async def apurge_expired(self) -> int:
-        flow = _purge(self._pattern(), self._sets(), 1000)
+        flow = _purge(self.prefix, self._pattern(), self._sets(), 1000)
         return await arun_purge(flow, self._async().perform)
 
     def scan(self, *, batch_size: int = 500) -> Iterator[StoredRecord]:
@@ -531,7 +531,7 @@ def _touch(name: str, expires_at: float, expected: int | None) -> StoreFlow[bool
         return bool((yield methodcaller("touch", keys=[name], args=args)))
 
 
-def _purge(pattern: str, sets: str, batch_size: int) -> StoreFlow[None]:
+def _purge(prefix: str, pattern: str, sets: str, batch_size: int) -> StoreFlow[None]:
     """Emits a `PurgeProgress` per `SCAN` step; `sets` starts the names of users' sets."""
     cursor: int | None = None
     done = 0
@@ -540,7 +540,10 @@ def _purge(pattern: str, sets: str, batch_size: int) -> StoreFlow[None]:
             cursor, names = yield _scan_step(cursor or 0, pattern, batch_size)
             replies = yield _purge_step(names, sets)
         done += 1
-        yield Emit(PurgeProgress(sum(int(n) for n in replies[1:]), done, 0))
+        keys = tuple(
+            _text(name)[len(prefix) :] for name, n in zip(names, replies[1:], strict=True) if int(n)
+        )
+        yield Emit(PurgeProgress(len(keys), done, 0, keys=keys))
 
 
 def _scan_step(cursor: int, pattern: str, count: int) -> Callable[[_Half], Any]:

@@ -53,6 +53,7 @@ try:
     from sqlalchemy.dialects import postgresql, sqlite
     from sqlalchemy.engine import URL, Connection, CursorResult, Engine, make_url
     from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+    from sqlalchemy.sql.dml import ReturningDelete
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ConfigurationError("SQLStore needs SQLAlchemy: pip install 'sessionguard[sql]'") from exc
 
@@ -316,10 +317,10 @@ class SQLStore(BaseStore):
         done = 0
         while True:
             stmt = _purge_batch(self.table, self._clock(), batch_size)
-            batch = yield _query("purge expired sessions", stmt, _rowcount)
-            done += batch
-            yield Emit(PurgeProgress(batch, done, int(total)))
-            if batch < batch_size:
+            keys = yield _query("purge expired sessions", stmt, _ids)
+            done += len(keys)
+            yield Emit(PurgeProgress(len(keys), done, int(total), keys=keys))
+            if len(keys) < batch_size:
                 return
 
 
@@ -475,14 +476,17 @@ def _touch_statement(
     return stmt.values(expires_at=expires_at)
 
 
-def _purge_batch(table: sa.Table, now: float, limit: int = _PURGE_BATCH) -> sa.Delete:
+def _purge_batch(
+    table: sa.Table, now: float, limit: int = _PURGE_BATCH
+) -> ReturningDelete[tuple[str]]:
     c = table.c
     expired = sa.select(c.id).where(c.expires_at <= now).limit(limit)
     # The deadline is checked again on the row being deleted, not only in the subquery:
     # a row refreshed by a transaction that commits while this DELETE waits for its lock
     # is re-evaluated (PostgreSQL's EvalPlanQual) against these conditions, and `id IN`
     # alone would still match it and delete a session that was just refreshed.
-    return sa.delete(table).where(c.id.in_(expired.scalar_subquery()), c.expires_at <= now)
+    deleted = sa.delete(table).where(c.id.in_(expired.scalar_subquery()), c.expires_at <= now)
+    return deleted.returning(c.id)  # SQLite has RETURNING from 3.35, PostgreSQL always
 
 
 def _scan_batch(table: sa.Table, after: str | None, limit: int) -> sa.Select[Any]:
@@ -511,8 +515,8 @@ def _owner(stored: Any) -> str | None:
     return None if stored is None else bytes(stored).decode("utf-8", "surrogatepass")
 
 
-def _rowcount(result: CursorResult[Any]) -> int:
-    return result.rowcount
+def _ids(result: CursorResult[Any]) -> tuple[str, ...]:
+    return tuple(row.id for row in result)
 
 
 def _configure_sqlite(engine: Engine) -> None:

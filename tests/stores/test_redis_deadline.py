@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from sessionguard.events import Event
+from sessionguard.purging import purge_expired
+from sessionguard.stores.base import key_hash
 from sessionguard.stores.redis import RedisStore
 from tests.servers import RedisServer
 
@@ -71,7 +74,9 @@ def test_a_key_that_lost_its_ttl_still_expires_at_its_deadline(
     assert store.delete(KEY, expected_version=version) is False
     (found,) = [f for f in store.scan() if f.key == KEY]
     assert found.expired
-    assert store.purge_expired() == 1
+    seen: list[Event] = []
+    assert purge_expired(store, hooks=[seen.append]) == 1
+    assert [(e.kind, e.session, e.reason) for e in seen] == [("expired", key_hash(KEY), "purged")]
     assert client.exists(store.prefix + KEY) == 0
     live = store.load(LIVE)
     assert live is not None and live.payload == PAYLOAD, "purge removed a live session"
