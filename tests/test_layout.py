@@ -38,6 +38,7 @@ LAYERS = {
     "stores.fileowners": 1.75,
     "stores.filepurge": 1.8,
     "stores.file": 2,
+    "stores.redisscripts": 0,
     "stores.redis": 2,
     "stores.sql": 2,
     "stores": 3,
@@ -91,6 +92,7 @@ STORE_MAY_IMPORT = {
     "stores.filerecord",
     "stores.filepurge",
     "stores.fileowners",
+    "stores.redisscripts",
     "verdicts",
     "errors",
 }
