@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import PostgresServer, RedisServer, postgres_bindir, stop
+from tests.servers import PostgresServer, RedisCluster, RedisServer, postgres_bindir, stop
 
 REQUIRE_SERVERS = os.environ.get("SESSIONGUARD_REQUIRE_SERVERS") == "1"
 
@@ -39,6 +39,21 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     stop(server.process)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A Redis Cluster of 3 masters and 3 replicas, ready: every slot served."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        missing("redis-server and redis-cli", "apt-get install redis-server")
+        raise AssertionError("unreachable")
+    cluster = RedisCluster(binary, cli, tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()  # stops what it started if it fails
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

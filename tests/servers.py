@@ -15,6 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 START_TIMEOUT = 20.0
 
@@ -61,6 +62,7 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     persistent: bool = False  # append-only file, fsynced always: data survives SIGKILL
+    extra_args: list[str] = field(default_factory=list)  # appended to the command line
 
     @property
     def url(self) -> str:
@@ -74,11 +76,184 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        args += self.extra_args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_for_port(self.port, self.process, log)
 
     def kill(self) -> None:
         stop(self.process, signal.SIGKILL)
+
+
+CLUSTER_SLOTS = 16384
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    """`count` different free ports (free_port alone may hand out one twice)."""
+    ports: list[int] = []
+    deadline = time.monotonic() + START_TIMEOUT
+    while len(ports) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"found only {len(ports)} distinct free ports")
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+@dataclass
+class RedisCluster:
+    """A Redis Cluster the tests own: 3 masters and 3 replicas on loopback ports.
+
+    Each node runs in its own subdirectory of `directory` (where it keeps its nodes.conf)
+    and talks to the others on a bus port of its own (`--cluster-port`), chosen free too:
+    the default, port + 10000, may be taken or above 65535.
+    """
+
+    binary: str
+    cli: str
+    directory: Path
+    size: int = 6  # masters + replicas, one replica per master
+    nodes: dict[int, RedisServer] = field(default_factory=dict)
+
+    @property
+    def ports(self) -> list[int]:
+        return list(self.nodes)
+
+    @property
+    def url(self) -> str:
+        """For `redis.cluster.RedisCluster.from_url` (which accepts no db other than 0)."""
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self) -> None:
+        """Start the nodes, create the cluster and wait until it serves every slot."""
+        try:
+            ports = distinct_free_ports(2 * self.size)
+            for port, bus_port in zip(ports[: self.size], ports[self.size :], strict=True):
+                directory = self.directory / str(port)
+                directory.mkdir()
+                self.nodes[port] = RedisServer(
+                    self.binary,
+                    directory,
+                    port=port,
+                    extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+                    + ["--cluster-node-timeout", "1000", "--cluster-port", str(bus_port)]
+                    # a replica syncs at once, not after the default 5 s wait for others
+                    + ["--repl-diskless-sync-delay", "0"],
+                )
+                self.nodes[port].start()
+            created = subprocess.run(
+                [self.cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports)]
+                + ["--cluster-replicas", "1", "--cluster-yes"],
+                capture_output=True,
+                text=True,
+                timeout=START_TIMEOUT,
+            )
+            if created.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}")
+            self.wait_until_ok()
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_until_ok(self, timeout: float = START_TIMEOUT) -> None:
+        """Wait until every running node sees all slots served, each master has a replica
+        in sync (when one is running), and a cluster client can write and read keys."""
+        deadline = time.monotonic() + timeout
+        problem = "not checked yet"
+        while time.monotonic() < deadline:
+            problem = self._problem()
+            if not problem:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the cluster was not ready within {timeout}s: {problem}")
+
+    def _problem(self) -> str:
+        """What keeps the cluster from being ready, or "" when nothing does."""
+        import redis.cluster  # here: `make bench` imports this module without redis-py
+
+        try:
+            for port in self.running():
+                with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1.0) as client:
+                    info = client.cluster("info")
+                    if info.get("cluster_state") != "ok":
+                        return f"{port} reports cluster_state:{info.get('cluster_state')}"
+                    if int(info.get("cluster_slots_ok", 0)) != CLUSTER_SLOTS:
+                        return f"{port} sees {info.get('cluster_slots_ok')} slots served"
+                    replication = client.info("replication")
+                    if replication["role"] == "slave":
+                        if replication.get("master_link_status") != "up":
+                            return f"replica {port} is not in sync with its master"
+            with redis.cluster.RedisCluster(
+                host="127.0.0.1", port=self.running()[0], socket_timeout=1.0
+            ) as cluster:
+                # Slots 7667, 3538, 15793, 11664, 7543, 3414, 15669, 11540: at least two in
+                # each master's third of the slots, as `redis-cli --cluster create` splits them.
+                for n in range(8):
+                    cluster.set(f"sessionguard-cluster-check:{n}", n, ex=60)
+                    if cluster.get(f"sessionguard-cluster-check:{n}") != str(n).encode():
+                        return f"key {n} did not read back"
+        except (redis.RedisError, IndexError) as error:
+            return f"{type(error).__name__}: {error}"
+        return ""
+
+    def running(self) -> list[int]:
+        return [
+            port
+            for port, node in self.nodes.items()
+            if node.process is not None and node.process.poll() is None
+        ]
+
+    def _nodes(self) -> dict[int, dict[str, Any]]:
+        """CLUSTER NODES as a running node sees it, by port."""
+        import redis
+
+        errors: list[str] = []
+        for port in self.running():
+            try:
+                with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1.0) as client:
+                    nodes: dict[str, dict[str, Any]] = client.cluster("nodes")
+            except redis.RedisError as error:
+                errors.append(f"{port}: {error}")
+                continue
+            return {int(address.rsplit(":", 1)[1]): node for address, node in nodes.items()}
+        raise RuntimeError(f"no cluster node answered CLUSTER NODES: {errors}")
+
+    def masters(self) -> list[int]:
+        """The ports of the nodes that are masters now (and not failed)."""
+        return sorted(
+            port
+            for port, node in self._nodes().items()
+            if "master" in node["flags"] and "fail" not in node["flags"]
+        )
+
+    def replicas_of(self, master_port: int) -> list[int]:
+        nodes = self._nodes()
+        master_id = nodes[master_port]["node_id"]
+        return sorted(port for port, node in nodes.items() if node["master_id"] == master_id)
+
+    def replica_of(self, master_port: int) -> int:
+        """The port of the master's one replica."""
+        replicas = self.replicas_of(master_port)
+        if len(replicas) != 1:
+            raise RuntimeError(f"{master_port} has replicas {replicas}, not exactly one")
+        return replicas[0]
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node (the others notice within --cluster-node-timeout, 1 s)."""
+        self.nodes[port].kill()
+
+    def restart(self, port: int) -> None:
+        """Start a stopped node again: it rejoins the cluster from its nodes.conf (with no
+        data: nothing is persisted). Call `wait_until_ok()` to wait for the cluster."""
+        self.nodes[port].start()
+
+    def stop(self) -> None:
+        """SIGTERM every node, then wait for each (SIGKILL after 10 s)."""
+        for node in self.nodes.values():
+            if node.process is not None and node.process.poll() is None:
+                node.process.send_signal(signal.SIGTERM)
+        for node in self.nodes.values():
+            stop(node.process)
 
 
 @dataclass
