@@ -1,4 +1,5 @@
-"""Where a store TARGET leads: a directory, a SQLAlchemy URL or a Redis URL.
+"""Where a store TARGET leads: a directory, a SQLAlchemy URL or a Redis URL
+(`redis+cluster://` for any node of a Redis Cluster).
 
 One reading of the string for the command line (`sessionguard scan TARGET`) and for
 settings that name a store (Django's `SESSIONGUARD_STORE`). The Redis and SQL stores are
@@ -29,11 +30,14 @@ def open_store(
     already exist (the commands that only read or clean up use that).
     """
     scheme = urlsplit(target).scheme.lower() if "://" in target else ""
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
         from .stores.redis import RedisStore
 
+        # redis+cluster://host:port: any node of a Redis Cluster.
+        cluster = scheme.endswith("+cluster")
+        url = target.replace("+cluster", "", 1) if cluster else target
         try:
-            return RedisStore(target, prefix=prefix or "sessionguard:")
+            return RedisStore(url, prefix=prefix or "sessionguard:", cluster=cluster)
         except ValueError as exc:
             raise ConfigurationError(f"invalid Redis URL {shown(target)!r}: {exc}") from exc
     if scheme.partition("+")[0] in _SQL_SCHEMES:
@@ -48,7 +52,8 @@ def open_store(
     if scheme:
         raise ConfigurationError(
             f"unknown store URL {shown(target)!r}: give a directory, a SQLAlchemy URL "
-            "(sqlite:///sessions.db, postgresql+psycopg://...) or redis://..."
+            "(sqlite:///sessions.db, postgresql+psycopg://...), redis://... or "
+            "redis+cluster://..."
         )
     if not create and not os.path.isdir(os.path.join(target, ".locks")):
         # Never turn a mistyped path (`scan /etc`) into a session directory.

@@ -1,21 +1,19 @@
 """`RedisStore`: one Redis hash per session, expiry as the key's TTL, compare-and-swap in Lua.
 
-Each session is a single key `<prefix><id>` holding a hash `{v: version, p: payload,
-e: deadline}` (the deadline kept exactly, and also set as the key's expiry). Every
+Each session is a single key (`<prefix><id>`) holding a hash `{v: version, p: payload,
+e: deadline, t: the last save's token}` (the deadline kept exactly, and also set as the
+key's expiry; the token makes a save the client retries count once). Every
 operation is one round trip: the compare-and-swap, the deletes, the load and `touch`
 are Lua scripts, which Redis runs atomically. `touch` moves the deadline and the key's
 expiry and does not rewrite the body.
 
 A session that belongs to a user (`indexes_users`) also has `o: the user id` and `u: the
-name of the user's set` in its hash, and is a member (by its key's name) of that set,
-`<prefix>user:<blake2b of the user id>` (hashed: a user id may be anything, and never
-becomes part of a key name). The script that writes the record changes the sets in the
-same atomic step, so concurrent writers never leave a set disagreeing with the hashes.
-A record that Redis expires by its TTL leaves its name in the set: `sessions_of` drops
-such names when it meets them, and `purge_expired` sweeps every set. The sets are keys
-of their own, which scripts reach without declaring them: this does not work on Redis
-Cluster (where a script may only touch keys of one slot, given in KEYS) until the keys
-share a hash tag.
+name of the user's set` in its hash, and is a member (by its key's name) of that set. The
+script that writes the record changes the sets in the same atomic step, so concurrent
+writers never leave a set disagreeing with the hashes. A record that Redis expires by its
+TTL leaves its name in the set: `sessions_of` drops such names when it meets them, and
+`purge_expired` sweeps every set. Where the keys are, on one server and on Redis Cluster
+(where a session and its sets share a hash slot), is `sessionguard.stores.redisnames`.
 
 The deadline in the hash is the authority, the TTL only the means by which Redis drops
 the key on time. An RDB or AOF restore keeps TTLs (both store absolute times), but a
@@ -31,9 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from operator import methodcaller
 from typing import Any, NamedTuple
 
 from ..errors import ConfigurationError, StoreUnavailableError
@@ -52,8 +51,8 @@ from .base import (
     aupdate_by_swap,
     iterate_flow,
     run_flow,
-    validate_key,
 )
+from .redisnames import RedisNames
 from .redisscripts import (
     DELETE_SCRIPT,
     LOAD_SCRIPT,
@@ -67,6 +66,8 @@ from .redisscripts import (
 try:
     import redis
     import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.cluster
     from redis.asyncio.retry import Retry as AsyncRetry
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
@@ -78,16 +79,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 __all__ = ["RedisStore"]
 
 
-_PURGE_SHA = hashlib.sha1(PURGE_IF_EXPIRED_SCRIPT.encode()).hexdigest()
-
-
 class RedisStore(BaseStore):
     """Sessions in Redis, for several app servers sharing one store.
 
     Give a `url` (`redis://host:6379/0`, `rediss://...`; the store creates and closes its
     own clients) or ready clients (`client` for the WSGI side, `async_client` for the
     ASGI side; whoever created them closes them). Clients from Sentinel
-    (`Sentinel(...).master_for(name)`) work as given. Timeouts are short on purpose: a
+    (`Sentinel(...).master_for(name)`) work as given. On Redis Cluster, pass
+    `cluster=True` with the URL of any node, or `redis.cluster.RedisCluster` and
+    `redis.asyncio.cluster.RedisCluster` clients (see `sessionguard.stores.redisnames`
+    for how the keys then share hash slots). Timeouts are short on purpose: a
     dead Redis becomes `StoreUnavailableError` (a 503) in about a second instead of
     hanging requests, and redis-py reconnects by itself once it is back.
 
@@ -105,18 +106,21 @@ class RedisStore(BaseStore):
         self,
         url: str | None = None,
         *,
-        client: redis.Redis | None = None,
-        async_client: redis.asyncio.Redis | None = None,
+        client: redis.Redis | redis.cluster.RedisCluster | None = None,
+        async_client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster | None = None,
         prefix: str = "sessionguard:",
         socket_timeout: float = 1.0,
         connect_timeout: float = 1.0,
+        cluster: bool | None = None,
     ) -> None:
         super().__init__()
         if url is None and client is None and async_client is None:
             raise ConfigurationError(
                 "RedisStore needs a url (RedisStore('redis://localhost:6379/0')) or a client"
             )
+        on_cluster = _on_cluster(client, async_client, cluster)
         self.prefix = prefix
+        self._names = RedisNames(prefix, cluster=on_cluster)
         self._url = url
         self._options: dict[str, Any] = {
             "socket_timeout": socket_timeout,
@@ -127,13 +131,15 @@ class RedisStore(BaseStore):
         # it never retries at all.
         backoff = ExponentialBackoff(cap=0.1, base=0.01)
         self._blocking = _Side(
-            redis.Redis.from_url,
+            redis.cluster.RedisCluster.from_url if on_cluster else redis.Redis.from_url,
             Retry(backoff, retries=1),
             client,
             "this RedisStore was given only async_client; pass client= or url= to use it from WSGI",
         )
         self._awaiting = _Side(
-            redis.asyncio.Redis.from_url,
+            redis.asyncio.cluster.RedisCluster.from_url
+            if on_cluster
+            else redis.asyncio.Redis.from_url,
             AsyncRetry(backoff, retries=1),
             async_client,
             "this RedisStore was given only client; pass async_client= or url= to use it from ASGI",
@@ -157,28 +163,18 @@ class RedisStore(BaseStore):
                     raise ConfigurationError(side.refusal)
                 side.client = side.connect(self._url, retry=side.retry, **self._options)
                 side.owned = True
-            side.half = _Half.on(side.client)
+            side.half = _Half.on(side.client, self._names)
         return side.half
 
     def _key(self, key: str) -> str:
-        return self.prefix + validate_key(key)
+        return self._names.record(key)
 
-    def _pattern(self) -> str:
-        return _glob_escape(self.prefix) + "*"
-
-    def _sets(self) -> str:
-        """What the names of the users' sets start with."""
-        return self.prefix + "user:"  # never a session key: ':' is not allowed in those
-
-    def _owning(self, owner: Owner) -> _Owning:
+    def _owning(self, owner: Owner, key: str) -> _Owning:
         if owner is KEEP:
             return _Owning([], ["keep", ""])
         if owner is None:
             return _Owning([], ["none", ""])
-        return _Owning([self._user_set(owner)], ["own", _owner_bytes(owner)])
-
-    def _user_set(self, user: str) -> str:
-        return self._sets() + hashlib.blake2b(_owner_bytes(user), digest_size=16).hexdigest()
+        return _Owning([self._names.user_set(owner, key)], ["own", _owner_bytes(owner)])
 
     # -- the API: each method runs its flow on one client ----------------------------------
 
@@ -197,7 +193,8 @@ class RedisStore(BaseStore):
         expected_version: int | None = None,
         owner: Owner = KEEP,
     ) -> int | None:
-        flow = _save(self._key(key), payload, expires_at, expected_version, self._owning(owner))
+        owning = self._owning(owner, key)
+        flow = _save(self._key(key), payload, expires_at, expected_version, owning)
         return run_flow(flow, self._sync().perform)
 
     async def asave(
@@ -209,7 +206,8 @@ class RedisStore(BaseStore):
         expected_version: int | None = None,
         owner: Owner = KEEP,
     ) -> int | None:
-        flow = _save(self._key(key), payload, expires_at, expected_version, self._owning(owner))
+        owning = self._owning(owner, key)
+        flow = _save(self._key(key), payload, expires_at, expected_version, owning)
         return await arun_flow(flow, self._async().perform)
 
     def delete(self, key: str, *, expected_version: int | None = None) -> bool:
@@ -232,10 +230,11 @@ class RedisStore(BaseStore):
         return await aupdate_by_swap(self, key, updater)
 
     def sessions_of(self, user: str) -> list[str]:
-        return run_flow(_sessions_of(self.prefix, self._user_set(user)), self._sync().perform)
+        flow = _sessions_of(self._names, self._names.user_sets(user))
+        return run_flow(flow, self._sync().perform)
 
     async def asessions_of(self, user: str) -> list[str]:
-        flow = _sessions_of(self.prefix, self._user_set(user))
+        flow = _sessions_of(self._names, self._names.user_sets(user))
         return await arun_flow(flow, self._async().perform)
 
     def owner_of(self, key: str) -> str | None:
@@ -250,12 +249,11 @@ class RedisStore(BaseStore):
         expired key by itself. Each key is checked and removed in one script, so a key
         refreshed since `SCAN` listed it is kept. Users' sets met on the way lose the
         names of records that are gone. `total` is 0 (unknown)."""
-        flow = _purge(self.prefix, self._pattern(), self._sets(), batch_size)
+        flow = _purge(self._names, batch_size)
         yield from iterate_flow(flow, self._sync().perform)
 
     async def apurge_expired(self) -> int:
-        flow = _purge(self.prefix, self._pattern(), self._sets(), 1000)
-        return await arun_purge(flow, self._async().perform)
+        return await arun_purge(_purge(self._names, 1000), self._async().perform)
 
     def scan(self, *, batch_size: int = 500) -> Iterator[StoredRecord]:
         """Every session key under this store's prefix, found with `SCAN` (never `KEYS`).
@@ -266,22 +264,28 @@ class RedisStore(BaseStore):
         Like `SCAN` itself, a key may be yielded twice if Redis resizes its table meanwhile
         (remembering every key to hide that would make memory grow with the store).
         """
-        client = self._sync().client
-        cursor: int | None = None
-        while cursor != 0:
-            with _mapped_errors("scan"):
-                cursor, names = client.scan(cursor or 0, match=self._pattern(), count=batch_size)
-                pipe = client.pipeline(transaction=False)
-                for name in names:
-                    pipe.hmget(name, "p", "v", "e")
-                replies = pipe.execute(raise_on_error=False)
-                seconds, micros = client.time()
-            now = seconds + micros / 1e6  # the server's clock, as the scripts use
-            for name, reply in zip(names, replies, strict=True):
-                raw = name if isinstance(name, bytes) else name.encode()
-                found = _scanned(raw[len(self.prefix.encode()) :], reply, now)
-                if found is not None:
-                    yield found
+        half = self._sync()
+        client = half.client
+        with _mapped_errors("scan"):
+            nodes = client.get_primaries() if half.cluster else [None]
+        for node in nodes:  # on a cluster, each master in turn
+            cursor: int | None = None
+            while cursor != 0:
+                with _mapped_errors("scan"):
+                    reply = half.client.scan(
+                        cursor or 0, **_scan_options(node, batch_size, self._names)
+                    )
+                    cursor, names = _cursor(reply[0]), reply[1]
+                    pipe = client.pipeline(transaction=False)
+                    for name in names:
+                        pipe.hmget(name, "p", "v", "e")
+                    replies = pipe.execute(raise_on_error=False)
+                    seconds, micros = client.time()
+                now = seconds + micros / 1e6  # the server's clock, as the scripts use
+                for name, found in zip(names, replies, strict=True):
+                    scanned = _scanned(self._names, name, found, now)
+                    if scanned is not None:
+                        yield scanned
 
     def close(self) -> None:
         client = self._blocking.release()
@@ -296,6 +300,21 @@ class RedisStore(BaseStore):
 
 
 # -- the two clients ---------------------------------------------------------------------------
+
+
+def _on_cluster(client: Any, async_client: Any, cluster: bool | None) -> bool:
+    """Whether the store runs on Redis Cluster: as told, or as its clients are."""
+    given = {
+        isinstance(c, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)
+        for c in (client, async_client)
+        if c is not None
+    }
+    if len(given) > 1 or (given and cluster is not None and given != {cluster}):
+        raise ConfigurationError(
+            "RedisStore was given a cluster client and a plain one (or cluster= says "
+            "otherwise): both clients must talk to the same kind of deployment"
+        )
+    return given.pop() if given else bool(cluster)
 
 
 @dataclass
@@ -319,34 +338,59 @@ class _Side:
 
 
 class _Half(NamedTuple):
-    """A client and the scripts registered on it: what the steps of a flow call.
+    """A client, and how it runs scripts: what the steps of a flow call.
 
     Each step is a function of a half, called by `perform`: on the blocking client it
     returns the reply, on the asyncio client an awaitable of the reply.
     """
 
     client: Any
-    load: Any
-    save: Any
-    delete: Any
-    touch: Any
-    sessions_of: Any
-    owner_of: Any
+    cluster: bool
+    awaiting: bool
 
     @classmethod
-    def on(cls, client: Any) -> _Half:
-        scripts = (
-            LOAD_SCRIPT,
-            SAVE_SCRIPT,
-            DELETE_SCRIPT,
-            TOUCH_SCRIPT,
-            SESSIONS_OF_SCRIPT,
-            OWNER_OF_SCRIPT,
-        )
-        return cls(client, *(client.register_script(script) for script in scripts))
+    def on(cls, client: Any, names: RedisNames) -> _Half:
+        awaiting = isinstance(client, redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster)
+        return cls(client, names.cluster, awaiting)
 
     def perform(self, step: Callable[[_Half], Any]) -> Any:
         return step(self)
+
+    def script(self, source: str, keys: list[str], args: list[Any] = []) -> Any:  # noqa: B006
+        """Run `source` on `keys` and `args`: by its SHA1, or, on a server that does not
+        have it yet (new, restarted, a replica just promoted), by its text, which also
+        caches it there. (redis-py's own `Script` loads it on every master of a cluster
+        at once instead, which breaks the asyncio cluster client's other connections.)"""
+        sha = _SHAS[source]
+        if not self.awaiting:
+            try:
+                return self.client.evalsha(sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                return self.client.eval(source, len(keys), *keys, *args)
+
+        async def run() -> Any:
+            if self.cluster:
+                await _initialized(self)
+            try:
+                return await self.client.evalsha(sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                return await self.client.eval(source, len(keys), *keys, *args)
+
+        return run()
+
+
+_SHAS = {
+    source: hashlib.sha1(source.encode()).hexdigest()
+    for source in (
+        LOAD_SCRIPT,
+        SAVE_SCRIPT,
+        DELETE_SCRIPT,
+        TOUCH_SCRIPT,
+        SESSIONS_OF_SCRIPT,
+        OWNER_OF_SCRIPT,
+        PURGE_IF_EXPIRED_SCRIPT,
+    )
+}
 
 
 class _Owning(NamedTuple):
@@ -361,71 +405,158 @@ class _Owning(NamedTuple):
 
 def _load(name: str) -> StoreFlow[Record | None]:
     with _mapped_errors("load"):
-        return _record((yield methodcaller("load", keys=[name])))
+        return _record((yield _script(LOAD_SCRIPT, [name])))
 
 
 def _save(
     name: str, payload: bytes, expires_at: float, expected: int | None, owning: _Owning
 ) -> StoreFlow[int | None]:
-    keys, args = [name, *owning.keys], [*_save_args(payload, expires_at, expected), *owning.args]
+    keys = [name, *owning.keys]
+    # One token per save: a copy of this command sent again by the client is this write.
+    args = [*_save_args(payload, expires_at, expected), *owning.args, os.urandom(8)]
     with _mapped_errors("save"):
-        return _version((yield methodcaller("save", keys=keys, args=args)))
+        return _version((yield _script(SAVE_SCRIPT, keys, args)))
 
 
 def _delete(name: str, expected: int | None) -> StoreFlow[bool]:
     # A script even without `expected`: the record leaves its owner's set in the same step.
     args = ["" if expected is None else expected]
     with _mapped_errors("delete"):
-        return bool((yield methodcaller("delete", keys=[name], args=args)))
+        return bool((yield _script(DELETE_SCRIPT, [name], args)))
 
 
-def _sessions_of(prefix: str, user_set: str) -> StoreFlow[list[str]]:
+def _script(source: str, keys: list[str], args: list[Any] = []) -> Callable[[_Half], Any]:  # noqa: B006
+    return lambda half: half.script(source, keys, args)
+
+
+def _sessions_of(names: RedisNames, user_sets: list[str]) -> StoreFlow[list[str]]:
     with _mapped_errors("list the sessions of a user", subject=""):
-        names = yield methodcaller("sessions_of", keys=[user_set])
-    return [_text(name)[len(prefix) :] for name in names]
+        if len(user_sets) == 1:
+            replies = [(yield _script(SESSIONS_OF_SCRIPT, user_sets))]
+        else:  # one set per bucket, on a cluster: all of them in one pipeline
+            replies = yield _in_pipeline(SESSIONS_OF_SCRIPT, [[s] for s in user_sets])
+    return [names.key_of(_text(name)) for reply in replies for name in reply]
 
 
 def _owner_of(name: str) -> StoreFlow[str | None]:
     with _mapped_errors("read the owner of"):
-        return _owner((yield methodcaller("owner_of", keys=[name])))
+        return _owner((yield _script(OWNER_OF_SCRIPT, [name])))
 
 
 def _touch(name: str, expires_at: float, expected: int | None) -> StoreFlow[bool]:
     args = [*_touch_args(expires_at), "" if expected is None else expected]
     with _mapped_errors("touch"):
-        return bool((yield methodcaller("touch", keys=[name], args=args)))
+        return bool((yield _script(TOUCH_SCRIPT, [name], args)))
 
 
-def _purge(prefix: str, pattern: str, sets: str, batch_size: int) -> StoreFlow[None]:
-    """Emits a `PurgeProgress` per `SCAN` step; `sets` starts the names of users' sets."""
-    cursor: int | None = None
+def _purge(names: RedisNames, batch_size: int) -> StoreFlow[None]:
+    """Emits a `PurgeProgress` per `SCAN` step (of each master, on a cluster)."""
+    with _mapped_errors("purge"):
+        nodes = yield _primaries
     done = 0
-    while cursor != 0:
-        with _mapped_errors("purge"):
-            cursor, names = yield _scan_step(cursor or 0, pattern, batch_size)
-            replies = yield _purge_step(names, sets)
-        done += 1
-        keys = tuple(
-            _text(name)[len(prefix) :] for name, n in zip(names, replies[1:], strict=True) if int(n)
-        )
-        yield Emit(PurgeProgress(len(keys), done, 0, keys=keys))
+    for node in nodes:
+        cursor: int | None = None
+        while cursor != 0:
+            with _mapped_errors("purge"):
+                options = _scan_options(node, batch_size, names)
+                reply = yield lambda half, c=cursor or 0, o=options: half.client.scan(c, **o)
+                cursor, found = _cursor(reply[0]), [_text(name) for name in reply[1]]
+                # Each key with the users' sets of its own slot (the prefix alone, off a cluster).
+                calls = [[name, names.sets_near(name)] for name in found]
+                removed = yield _in_pipeline(PURGE_IF_EXPIRED_SCRIPT, calls, keys=1)
+            done += 1
+            keys = tuple(
+                names.key_of(n) for n, gone in zip(found, removed, strict=True) if int(gone)
+            )
+            yield Emit(PurgeProgress(len(keys), done, 0, keys=keys))
 
 
-def _scan_step(cursor: int, pattern: str, count: int) -> Callable[[_Half], Any]:
-    return lambda half: half.client.scan(cursor, match=pattern, count=count)
+def _primaries(half: _Half) -> Any:
+    """The nodes to `SCAN`: each master of a cluster, or the one server (`None`)."""
+    if not half.cluster:
+        return _ready(half, [None])
+    return _then(half, _initialized(half), lambda _: half.client.get_primaries())
 
 
-def _purge_step(names: list[Any], sets: str) -> Callable[[_Half], Any]:
+def _initialized(half: _Half) -> Any:
+    """A step's reply once the asyncio cluster client knows the cluster (`None`).
+
+    Left to learn it on the way (redis-py 8.1), concurrent first commands go to the wrong
+    masters, and handling the MOVED replies drops every connection, including those of
+    the commands still in flight. The blocking client learns it when it is made.
+    """
+    if not half.awaiting:
+        return None
+
+    async def initialized() -> None:
+        await half.client.initialize()  # a no-op once done
+
+    return initialized()
+
+
+def _ready(half: _Half, value: Any) -> Any:
+    """`value` as a step's reply: as it is on the blocking client, awaitable on asyncio."""
+    if not half.awaiting:
+        return value
+
+    async def reply() -> Any:
+        return value
+
+    return reply()
+
+
+def _scan_options(node: Any, count: int, names: RedisNames) -> dict[str, Any]:
+    options: dict[str, Any] = {"match": names.pattern(), "count": count}
+    if node is not None:
+        options["target_nodes"] = node
+    return options
+
+
+def _cursor(reply: Any) -> int:
+    """A `SCAN` cursor: a cluster client gives `{node: cursor}` for the one node asked."""
+    return int(next(iter(reply.values())) if isinstance(reply, dict) else reply)
+
+
+def _in_pipeline(
+    script: str, calls: list[list[Any]], keys: int | None = None
+) -> Callable[[_Half], Any]:
+    """A step that runs `script` once per call (its keys, then its arguments: `keys` of
+    them are keys, all by default) in one pipeline, on a cluster one per master. EVAL
+    carries the script each time, so no server (a replica just promoted, say) can lack it."""
+
     def step(half: _Half) -> Any:
+        if not calls:
+            return _ready(half, [])
+        if half.cluster:
+            return _then(half, _initialized(half), lambda _: on_cluster(half))
         pipe = half.client.pipeline(transaction=False)
-        if names:
-            # Loaded in the same round trip, ahead of the calls: it cannot be missing.
-            pipe.script_load(PURGE_IF_EXPIRED_SCRIPT)
-        for name in names:
-            pipe.evalsha(_PURGE_SHA, 1, name, sets)
+        # One server: the script is loaded once, ahead of the calls in the same round trip.
+        sha = _SHAS[script]
+        pipe.script_load(script)
+        for call in calls:
+            pipe.evalsha(sha, len(call) if keys is None else keys, *call)
+        return _then(half, pipe.execute(), lambda replies: replies[1:])
+
+    def on_cluster(half: _Half) -> Any:
+        pipe = half.client.pipeline(transaction=False)
+        for call in calls:
+            # (A cluster pipeline's `eval()` is something else: the command itself.)
+            pipe.execute_command("EVAL", script, len(call) if keys is None else keys, *call)
         return pipe.execute()
 
     return step
+
+
+def _then(half: _Half, reply: Any, read: Callable[[Any], Any]) -> Any:
+    """`read` applied to a step's `reply`, both awaitable on the asyncio client."""
+    if not half.awaiting:
+        return read(reply)
+
+    async def done() -> Any:
+        result = read(await reply)
+        return await result if inspect.isawaitable(result) else result
+
+    return done()
 
 
 # -- replies -------------------------------------------------------------------------------
@@ -470,15 +601,11 @@ def _text(reply: Any) -> str:
     return reply if isinstance(reply, str) else bytes(reply).decode("ascii")
 
 
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
-
-
-def _scanned(name: bytes, reply: Any, now: float) -> StoredRecord | None:
+def _scanned(names: RedisNames, name: Any, reply: Any, now: float) -> StoredRecord | None:
     if isinstance(reply, Exception) or not isinstance(reply, list) or None in reply:
         return None  # not a session hash (or deleted since SCAN listed it)
     try:
-        key = validate_key(name.decode("ascii"))
+        key = names.key_of(_text(name))
         payload, version, deadline = reply
         record = Record(bytes(payload), int(version), float(deadline))
         return StoredRecord(key, record, record.expires_at <= now)

@@ -54,13 +54,22 @@ return fields
 )
 
 # ARGV = expected version ('' = unconditional), payload, deadline in unix ms, deadline,
-# what to do with the owner ('keep', 'none' or 'own'), the owner (for 'own'), and
-# KEYS[2] = the owner's set (for 'own'). Returns the new version, or 0 on a
+# what to do with the owner ('keep', 'none' or 'own'), the owner (for 'own'), the write's
+# token, and KEYS[2] = the owner's set (for 'own'). Returns the new version, or 0 on a
 # compare-and-swap miss.
+#
+# The token makes a save that the client sends again (its reply was lost to a timeout or
+# a dropped connection, and redis-py retried) count once: if the record still holds the
+# token, that write already happened and its version is the answer. Without it, the
+# retried compare-and-swap would miss against its own write, and the caller would apply
+# its change a second time.
 SAVE_SCRIPT = (
     _EXPIRED
     + _OWNERS
     + """
+if redis.call('HGET', KEYS[1], 't') == ARGV[7] then
+  return tonumber(redis.call('HGET', KEYS[1], 'v'))
+end
 local current = redis.call('HGET', KEYS[1], 'v')
 local e = redis.call('HGET', KEYS[1], 'e')
 if current and e and expired(e) then
@@ -76,7 +85,7 @@ if ARGV[1] ~= '' then
   end
 end
 local version = redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('HSET', KEYS[1], 'p', ARGV[2], 'e', ARGV[4])
+redis.call('HSET', KEYS[1], 'p', ARGV[2], 'e', ARGV[4], 't', ARGV[7])
 if ARGV[5] == 'own' then
   if redis.call('HGET', KEYS[1], 'u') ~= KEYS[2] then disown(KEYS[1]) end
   redis.call('HSET', KEYS[1], 'o', ARGV[6], 'u', KEYS[2])

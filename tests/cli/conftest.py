@@ -1,8 +1,9 @@
 """Stores the CLI tests run against, each addressed the way an operator would: by TARGET.
 
 `target` is parametrized over a FileStore directory, SQLite, PostgreSQL (a fresh
-database per test on the session's server) and Redis (a database of its own, flushed
-first). Helpers shared by the test modules live in `tests/cli/plant.py`.
+database per test on the session's server), Redis (a database of its own, flushed
+first) and the session's Redis Cluster (flushed first). Helpers shared by the test
+modules live in `tests/cli/plant.py`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class Target:
 
     @property
     def expires_by_itself(self) -> bool:
-        return self.kind == "redis"  # Redis drops expired keys: nothing for purge to find
+        # Redis drops expired keys: nothing for purge to find.
+        return self.kind.startswith("redis")
 
     def store_scan(self) -> list[StoredRecord]:
         assert isinstance(self.store, ScannableStore)
@@ -49,7 +51,7 @@ class Ran:
     stderr: str
 
 
-@pytest.fixture(params=["file", "sqlite", "postgres", "redis"])
+@pytest.fixture(params=["file", "sqlite", "postgres", "redis", "redis-cluster"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     kind: str = request.param
     if kind == "file":
@@ -61,6 +63,12 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         name = f"cli_{uuid.uuid4().hex[:12]}"
         server.sql(f"CREATE DATABASE {name}")
         url = server.url.rsplit("/", 1)[0] + "/" + name
+    elif kind == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        for port in cluster.masters():  # the cluster is the session's: start it empty
+            with redis.Redis(port=port) as client:
+                client.flushall()
+        url = cluster.url.replace("redis://", "redis+cluster://", 1)
     else:
         server = request.getfixturevalue("redis_server")
         url = f"redis://127.0.0.1:{server.port}/{REDIS_DB}"

@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from sessionguard.stores import FileStore, Store
-from sessionguard.stores.redis import RedisStore
 from sessionguard.stores.sql import SQLStore
+from sessionguard.target import open_store
 
 from .plant import key, valid_payload
 
@@ -134,8 +134,8 @@ def writer_store(target: Target) -> Store:
 
     if target.kind == "file":
         return FileStore(target.url, clock=clock)
-    if target.kind == "redis":
-        return RedisStore(target.url)  # Redis expires keys by its own clock
+    if target.kind.startswith("redis"):
+        return open_store(target.url)  # Redis expires keys by its own clock
     return SQLStore(target.url, clock=clock)
 
 

@@ -50,6 +50,11 @@ def redis_store(env: Env) -> Store:
     return RedisStore(server.url, prefix=f"contract:{uuid.uuid4().hex}:")
 
 
+def redis_cluster_store(env: Env) -> Store:
+    cluster = env.request.getfixturevalue("redis_cluster")
+    return RedisStore(cluster.url, cluster=True, prefix=f"contract-{uuid.uuid4().hex}:")
+
+
 def sqlite_store(env: Env) -> Store:
     env.directory.mkdir(parents=True, exist_ok=True)
     return SQLStore(f"sqlite:///{env.directory / 'sessions.db'}", clock=env.clock)
@@ -75,6 +80,7 @@ BACKENDS = [
     Backend("file-durable", lambda env: FileStore(env.directory, clock=env.clock)),
     Backend("file", lambda env: FileStore(env.directory, durable=False, clock=env.clock)),
     Backend("redis", redis_store, follows_clock=False),
+    Backend("redis-cluster", redis_cluster_store, follows_clock=False),
     Backend("sqlite", sqlite_store),
     Backend("postgres", postgres_store),
 ]
