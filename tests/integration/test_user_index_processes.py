@@ -1,9 +1,9 @@
 """The per-user index under logins and logouts of one session set from several processes.
 
 Four processes, each with its own core and store object on one shared FileStore
-directory or SQLite file, log users in and out of the same six sessions (so their saves
-race and merge) for a while. Afterwards every live record is indexed under exactly the
-user its data names: no entry missing, none dangling.
+directory, SQL database, Redis or Redis Cluster, log users in and out of the same six
+sessions (so their saves race and merge) for a while. Afterwards every live record is
+indexed under exactly the user its data names: no entry missing, none dangling.
 """
 
 from __future__ import annotations
@@ -69,6 +69,12 @@ def target_of(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
         name = f"index_{uuid.uuid4().hex[:12]}"
         server.sql(f"CREATE DATABASE {name}")
         return str(server.url.rsplit("/", 1)[0] + "/" + name)
+    if kind == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        for port in cluster.masters():  # the session's cluster: start it empty
+            with redis.Redis(port=port) as client:
+                client.flushall()
+        return cluster.url.replace("redis://", "redis+cluster://", 1)
     server = request.getfixturevalue("redis_server")
     url = f"redis://127.0.0.1:{server.port}/{REDIS_DB}"
     with redis.Redis.from_url(url) as client:
@@ -76,7 +82,7 @@ def target_of(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     return url
 
 
-@pytest.mark.parametrize("kind", ["file", "sqlite", "postgres", "redis"])
+@pytest.mark.parametrize("kind", ["file", "sqlite", "postgres", "redis", "redis-cluster"])
 def test_racing_logins_and_logouts_leave_no_entry_missing_or_dangling(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
