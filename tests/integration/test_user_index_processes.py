@@ -74,7 +74,7 @@ def target_of(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
         for port in cluster.masters():  # the session's cluster: start it empty
             with redis.Redis(port=port) as client:
                 client.flushall()
-        return cluster.url.replace("redis://", "redis+cluster://", 1)
+        return str(cluster.url).replace("redis://", "redis+cluster://", 1)
     server = request.getfixturevalue("redis_server")
     url = f"redis://127.0.0.1:{server.port}/{REDIS_DB}"
     with redis.Redis.from_url(url) as client:
