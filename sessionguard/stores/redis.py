@@ -112,12 +112,23 @@ class RedisStore(BaseStore):
         socket_timeout: float = 1.0,
         connect_timeout: float = 1.0,
         cluster: bool | None = None,
+        replicas: int = 0,
+        replica_timeout: float = 0.5,
     ) -> None:
         super().__init__()
         if url is None and client is None and async_client is None:
             raise ConfigurationError(
                 "RedisStore needs a url (RedisStore('redis://localhost:6379/0')) or a client"
             )
+        if replicas < 0 or not 0 < replica_timeout < socket_timeout:
+            raise ConfigurationError(
+                "RedisStore needs replicas >= 0 and 0 < replica_timeout < socket_timeout, got "
+                f"replicas={replicas!r}, replica_timeout={replica_timeout!r}, "
+                f"socket_timeout={socket_timeout!r}"
+            )
+        # With `replicas`, a save or a delete answers only once that many replicas have it
+        # (Redis WAIT, within `replica_timeout`), so a failover cannot take it back.
+        self._replication = _Replication(replicas, max(1, int(replica_timeout * 1000)))
         on_cluster = _on_cluster(client, async_client, cluster)
         self.prefix = prefix
         self._names = RedisNames(prefix, cluster=on_cluster)
@@ -126,13 +137,15 @@ class RedisStore(BaseStore):
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": connect_timeout,
         }
-        # One quick retry covers a dropped idle connection (a restarted server); more would
-        # only delay the 503. The asyncio client needs the asyncio Retry: given the other,
-        # it never retries at all.
+        # One quick retry covers a dropped idle connection (a restarted server, a failover);
+        # a timeout is not retried, since a hung server would only double the wait for the
+        # 503 (and a save that ran but whose reply was lost counts once: see SAVE_SCRIPT).
+        # The asyncio client needs the asyncio Retry: given the other, it never retries.
         backoff = ExponentialBackoff(cap=0.1, base=0.01)
+        dropped = (redis.exceptions.ConnectionError,)
         self._blocking = _Side(
             redis.cluster.RedisCluster.from_url if on_cluster else redis.Redis.from_url,
-            Retry(backoff, retries=1),
+            Retry(backoff, retries=1, supported_errors=dropped),
             client,
             "this RedisStore was given only async_client; pass client= or url= to use it from WSGI",
         )
@@ -140,7 +153,7 @@ class RedisStore(BaseStore):
             redis.asyncio.cluster.RedisCluster.from_url
             if on_cluster
             else redis.asyncio.Redis.from_url,
-            AsyncRetry(backoff, retries=1),
+            AsyncRetry(backoff, retries=1, supported_errors=dropped),
             async_client,
             "this RedisStore was given only client; pass async_client= or url= to use it from ASGI",
         )
@@ -163,7 +176,7 @@ class RedisStore(BaseStore):
                     raise ConfigurationError(side.refusal)
                 side.client = side.connect(self._url, retry=side.retry, **self._options)
                 side.owned = True
-            side.half = _Half.on(side.client, self._names)
+            side.half = _Half.on(side.client, self._names, self._replication)
         return side.half
 
     def _key(self, key: str) -> str:
@@ -347,11 +360,38 @@ class _Half(NamedTuple):
     client: Any
     cluster: bool
     awaiting: bool
+    replication: _Replication
 
     @classmethod
-    def on(cls, client: Any, names: RedisNames) -> _Half:
+    def on(cls, client: Any, names: RedisNames, replication: _Replication) -> _Half:
         awaiting = isinstance(client, redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster)
-        return cls(client, names.cluster, awaiting)
+        return cls(client, names.cluster, awaiting, replication)
+
+    def write(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """`script` for a write (a save, a delete): with `replicas`, in one pipeline with
+        WAIT on the same connection, and answered only once the replicas have it."""
+        replicas, timeout_ms = self.replication
+        if not replicas:
+            return self.script(source, keys, args)
+        # On a cluster, WAIT goes where the write went: the master of the key's slot.
+        where = {"target_nodes": self.client.get_node_from_key(keys[0])} if self.cluster else {}
+
+        def pipeline() -> Any:
+            pipe = self.client.pipeline(transaction=False)
+            # EVAL, not EVALSHA: a pipeline cannot load a script it finds missing.
+            pipe.execute_command("EVAL", source, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", replicas, timeout_ms, **where)
+            return pipe.execute(raise_on_error=False)
+
+        if not self.awaiting:
+            return _replicated(pipeline(), replicas, timeout_ms)
+
+        async def run() -> Any:
+            if self.cluster:
+                await _initialized(self)
+            return _replicated(await pipeline(), replicas, timeout_ms)
+
+        return run()
 
     def perform(self, step: Callable[[_Half], Any]) -> Any:
         return step(self)
@@ -377,6 +417,29 @@ class _Half(NamedTuple):
                 return await self.client.eval(source, len(keys), *keys, *args)
 
         return run()
+
+
+class _Replication(NamedTuple):
+    """How many replicas must have each write (0: none), and how long to wait for them."""
+
+    replicas: int
+    timeout_ms: int
+
+
+def _replicated(replies: list[Any], replicas: int, timeout_ms: int) -> Any:
+    """The write's reply, once WAIT says `replicas` replicas have it; else
+    `StoreUnavailableError` (a 503): the write is on the master but not acknowledged."""
+    reply, acknowledged = replies
+    for error in (reply, acknowledged):
+        if isinstance(error, Exception):
+            raise error
+    if int(reply) and int(acknowledged) < replicas:
+        raise StoreUnavailableError(
+            f"RedisStore's write reached {int(acknowledged)} of the {replicas} replica(s) it "
+            f"must reach (replicas={replicas}) within {timeout_ms} ms, so it is not "
+            "acknowledged: a failover now could lose it. Check the replicas' links and lag."
+        )
+    return reply
 
 
 _SHAS = {
@@ -415,18 +478,22 @@ def _save(
     # One token per save: a copy of this command sent again by the client is this write.
     args = [*_save_args(payload, expires_at, expected), *owning.args, os.urandom(8)]
     with _mapped_errors("save"):
-        return _version((yield _script(SAVE_SCRIPT, keys, args)))
+        return _version((yield _write(SAVE_SCRIPT, keys, args)))
 
 
 def _delete(name: str, expected: int | None) -> StoreFlow[bool]:
     # A script even without `expected`: the record leaves its owner's set in the same step.
     args = ["" if expected is None else expected]
     with _mapped_errors("delete"):
-        return bool((yield _script(DELETE_SCRIPT, [name], args)))
+        return bool((yield _write(DELETE_SCRIPT, [name], args)))
 
 
 def _script(source: str, keys: list[str], args: list[Any] = []) -> Callable[[_Half], Any]:  # noqa: B006
     return lambda half: half.script(source, keys, args)
+
+
+def _write(source: str, keys: list[str], args: list[Any]) -> Callable[[_Half], Any]:
+    return lambda half: half.write(source, keys, args)
 
 
 def _sessions_of(names: RedisNames, user_sets: list[str]) -> StoreFlow[list[str]]:

@@ -1,0 +1,171 @@
+"""What a Redis failover does to the writes the app acknowledged, with `replicas=1` (each
+save waits for Redis WAIT) and without (Redis replication is asynchronous).
+
+Each round starts a Redis Cluster of its own (3 masters, 3 replicas on loopback ports),
+runs the same-session burst of tests/failover.py through the real WSGI middleware, and
+once 60 writes were acknowledged cuts the replica of the session's master off for a
+second (it falls behind), kills the master, lets the replica back (it is promoted), and
+restarts the old master 3 s later (as its supervisor would: it rejoins as a replica).
+Then it counts the acknowledged writes the session lost, the 503s answered, and how long
+until writes were served again.
+A Sentinel-managed master (with two replicas, both cut off) is failed over the same way.
+
+    python -m benchmarks.failover [--rounds N]
+
+Prints a table and writes benchmarks/results/failover.json. Measures, never asserts;
+tests/integration/test_redis_failover.py asserts the `replicas=1` claim.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from redis.sentinel import Sentinel
+
+from sessionguard.stores.redis import RedisStore
+from tests.failover import (
+    Burst,
+    kill_master_while_its_replica_lags,
+    kill_master_while_replicas_lag,
+    run_burst,
+)
+from tests.servers import RedisCluster, RedisServer, free_port, stop, wait_for_port
+
+RESULTS = Path(__file__).resolve().parent / "results" / "failover.json"
+
+
+def cluster_round(binary: str, cli: str, replicas: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as directory:
+        cluster = RedisCluster(binary, cli, Path(directory))
+        cluster.start()
+        prefix = "failover:"
+        store = RedisStore(cluster.url, cluster=True, prefix=prefix, replicas=replicas)
+
+        try:
+            burst, final, broke_at = run_burst(
+                store,
+                clients=6,
+                writes_per_client=400,
+                breaks=kill_master_while_its_replica_lags(cluster, prefix),
+                break_after=60,
+            )
+        finally:
+            store.close()
+            time.sleep(3.5)  # the restart timer
+            cluster.stop()
+    return summary(burst, final, broke_at)
+
+
+def sentinel_round(binary: str, replicas: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as name:
+        directory = Path(name)
+        servers: list[RedisServer] = []
+        sentinel: subprocess.Popen[bytes] | None = None
+        try:
+            (directory / "m").mkdir()
+            master = RedisServer(
+                binary, directory / "m", extra_args=["--repl-diskless-sync-delay", "0"]
+            )
+            master.start()
+            servers.append(master)
+            for n in range(2):
+                (directory / f"r{n}").mkdir()
+                replica = RedisServer(
+                    binary,
+                    directory / f"r{n}",
+                    extra_args=["--replicaof", "127.0.0.1", str(master.port)]
+                    + ["--repl-diskless-sync-delay", "0"],
+                )
+                replica.start()
+                servers.append(replica)
+            port = free_port()
+            config = directory / "sentinel.conf"
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\n"
+                f"sentinel monitor sessions 127.0.0.1 {master.port} 1\n"
+                "sentinel down-after-milliseconds sessions 1000\n"
+                "sentinel failover-timeout sessions 5000\n"
+            )
+            log = directory / "sentinel.log"
+            with log.open("wb") as out:
+                command = [binary, str(config), "--sentinel"]
+                sentinel = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+            wait_for_port(port, sentinel, log)
+            watcher = Sentinel([("127.0.0.1", port)], socket_timeout=1.0)  # type: ignore[no-untyped-call]
+            deadline = time.monotonic() + 20
+            while len(watcher.discover_slaves("sessions")) < 2:  # type: ignore[no-untyped-call]
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the sentinel never found both replicas")
+                time.sleep(0.1)
+            client = watcher.master_for("sessions", socket_timeout=1.0)  # type: ignore[no-untyped-call]
+            store = RedisStore(client=client, prefix="failover:", replicas=replicas)
+            burst, final, broke_at = run_burst(
+                store,
+                clients=6,
+                writes_per_client=400,
+                breaks=lambda: kill_master_while_replicas_lag(master, servers[1:]),
+                break_after=60,
+            )
+            client.close()
+        finally:
+            stop(sentinel)
+            for server in servers:
+                server.kill()
+    return summary(burst, final, broke_at)
+
+
+def summary(burst: Burst, final: dict[str, Any], broke_at: float) -> dict[str, Any]:
+    recovered = burst.recovered_after(broke_at)
+    return {
+        "acknowledged": len(burst.acknowledged),
+        "lost": len(burst.lost(final)),
+        "refused_503": sum(1 for _, status, _ in burst.refused if status == 503),
+        "served_again_after_s": None if recovered is None else round(recovered, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--rounds", type=int, default=3, help="cluster rounds per setting")
+    args = parser.parse_args()
+    # Every refused request logs a line; the table says how many there were.
+    logging.getLogger("sessionguard").setLevel(logging.CRITICAL)
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        raise SystemExit("needs redis-server and redis-cli: apt-get install redis-server")
+    rows = []
+    for replicas in (0, 1):
+        for n in range(args.rounds):
+            rows.append(
+                {"setup": "cluster", "replicas": replicas, "round": n + 1}
+                | cluster_round(binary, cli, replicas)
+            )
+            print(rows[-1], flush=True)
+        rows.append(
+            {"setup": "sentinel", "replicas": replicas, "round": 1}
+            | sentinel_round(binary, replicas)
+        )
+        print(rows[-1], flush=True)
+    RESULTS.write_text(json.dumps({"rounds": rows}, indent=2) + "\n")
+    print()
+    print("| setup | replicas | round | acknowledged | lost | 503s | served again after |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        again = row["served_again_after_s"]
+        print(
+            f"| {row['setup']} | {row['replicas']} | {row['round']} | {row['acknowledged']} "
+            f"| {row['lost']} | {row['refused_503']} | {'-' if again is None else f'{again} s'} |"
+        )
+    print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
