@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+import redis.asyncio.cluster
 import redis.cluster
 from redis.crc import key_slot
 
@@ -86,3 +87,20 @@ def test_a_cluster_client_with_a_plain_one_is_refused(redis_cluster: RedisCluste
             RedisStore(client=cluster_client, async_client=plain)
     finally:
         cluster_client.close()
+
+
+async def test_ready_cluster_clients_serve_both_apis(redis_cluster: RedisCluster) -> None:
+    client = redis.cluster.RedisCluster.from_url(redis_cluster.url)
+    async_client = redis.asyncio.cluster.RedisCluster.from_url(redis_cluster.url)
+    store = RedisStore(client=client, async_client=async_client, prefix="ready-clients:")
+    (key,) = session_keys(1)
+    try:
+        version = store.save(key, b"from WSGI", expires_at=time.time() + 60, owner=USER)
+        record = await store.aload(key)
+        assert record is not None and (record.payload, record.version) == (b"from WSGI", version)
+        assert await store.asessions_of(USER) == [key]
+    finally:
+        await store.aclose()  # the clients are the caller's to close: still usable
+        assert client.ping()
+        client.close()
+        await async_client.aclose()
