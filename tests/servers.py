@@ -6,13 +6,16 @@ knows about pytest: callers decide what a missing binary means.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,6 +302,69 @@ class PostgresServer:
             )
         wait_for_port(self.port, self.process, log)
         self.sql("SELECT 1")  # listening is not yet accepting queries: wait for that too
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT): open connections are dropped, committed data is kept
+        (written out by the shutdown checkpoint); SIGKILL if it takes over 10 s."""
+        if self.process is not None:
+            self.thaw()  # a stopped process would never see the signal
+        stop(self.process, signal.SIGINT)
+
+    def restart(self) -> None:
+        """Fast shutdown, then start again on the same port and data directory."""
+        self.stop()
+        self.start()
+
+    def _pids(self) -> list[int]:
+        """The postmaster, then each of its children (backends, checkpointer, ...)."""
+        if self.process is None or self.process.poll() is not None:
+            return []
+        postmaster = self.process.pid
+        children = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # exited meanwhile
+                continue
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            if int(stat.rpartition(")")[2].split()[1]) == postmaster:
+                children.append(int(entry.name))
+        return [postmaster, *children]
+
+    def freeze(self) -> None:
+        """SIGSTOP the postmaster and every child: connections stay open and nothing
+        answers, as with a hung host or a network partition. `thaw()` undoes it.
+
+        The postmaster goes first, so that it forks no process after the children were
+        listed."""
+        for pid in self._pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT every process `freeze()` stopped (harmless on a running server)."""
+        for pid in reversed(self._pids()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    @classmethod
+    @contextlib.contextmanager
+    def temporary(cls, bindir: Path) -> Iterator[PostgresServer]:
+        """A new cluster of its own, started; at exit thawed, stopped and removed.
+
+        Not under pytest's tmp_path: that is private to root, and the server may run as
+        `postgres`."""
+        directory = Path(tempfile.mkdtemp(prefix="sessionguard-postgres-"))
+        server = cls(bindir, directory)
+        try:
+            server.init()
+            server.start()
+            yield server
+        finally:
+            server.stop()
+            shutil.rmtree(directory, ignore_errors=True)
 
     def set_read_only(self, read_only: bool) -> None:
         """Refuse (or allow again) writes in every new transaction, as a failover or a

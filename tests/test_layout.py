@@ -40,6 +40,7 @@ LAYERS = {
     "stores.file": 2,
     "stores.redisscripts": 0,
     "stores.redisnames": 1.5,
+    "stores.sqlwait": 0,
     "stores.redis": 2,
     "stores.sql": 2,
     "stores": 3,
@@ -95,6 +96,7 @@ STORE_MAY_IMPORT = {
     "stores.fileowners",
     "stores.redisnames",
     "stores.redisscripts",
+    "stores.sqlwait",
     "verdicts",
     "errors",
 }

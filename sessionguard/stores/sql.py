@@ -13,8 +13,8 @@ statement as the payload, so the index by user (`sessions_of`: a SELECT on the o
 index) can never disagree with the rows, and deleting or purging a row unindexes it.
 Tables made before owners existed get the column when the store creates or opens
 them. SQLite runs in WAL mode with a busy timeout so readers never block writers.
-Errors that mean "the database cannot serve us now" (unreachable, read-only, locked)
-become `StoreUnavailableError`.
+Errors that mean "the database cannot serve us now" (unreachable, read-only, locked,
+silent past `io_timeout`) become `StoreUnavailableError`.
 
 Requires `pip install 'sessionguard[sql]'` (SQLite) or `'sessionguard[postgres]'`.
 """
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +48,7 @@ from .base import (
     iterate_flow,
     validate_key,
 )
+from .sqlwait import bounded_psycopg, waits_bounded
 
 try:
     import sqlalchemy as sa
@@ -61,6 +63,11 @@ __all__ = ["SQLStore"]
 
 _T = TypeVar("_T")
 _PURGE_BATCH = 1000
+# Purging, scanning and creating the table may meet a big table: each reply may take
+# this long (or `io_timeout`, if that is longer) before the store gives up.
+_MAINTENANCE_TIMEOUT = 60.0
+# How long a SQLite write waits for another connection's write lock.
+_SQLITE_BUSY_TIMEOUT = 5.0
 # Sync driver name -> the async driver SQLAlchemy pairs with it.
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
 
@@ -79,6 +86,29 @@ class SQLStore(BaseStore):
     `SELECT ... FOR UPDATE`: one code path for SQLite (which has no row locks) and
     PostgreSQL, and no lock held across round trips. The owner travels with each
     compare-and-swap write, so an update that changes it is as atomic as one that does not.
+
+    How long an operation waits for PostgreSQL is bounded on the client side, because a
+    server that stops answering (frozen, or cut off by the network) leaves its TCP
+    connections open, and a server-side `statement_timeout` never fires there:
+
+    - `io_timeout` (seconds, 1.0) bounds each wait for a reply on an open connection,
+      the pool's pre-ping included, and the wait for a free connection of the pool. When
+      it runs out the connection is closed and the operation raises
+      `StoreUnavailableError` at once, without opening another connection.
+    - `connect_timeout` (whole seconds, 2: libpq's and psycopg's minimum) bounds opening
+      a connection.
+
+    So a frozen or unreachable PostgreSQL makes `load`, `save`, `update`, `delete` and
+    `touch` raise `StoreUnavailableError` after about `io_timeout` on a pooled
+    connection and `connect_timeout` on a new one, sync and async, and the pool
+    reconnects by itself once the server answers again. Purging, `scan` and creating the
+    table wait up to a minute for each reply instead (a big table may need it). These
+    bounds hold on the engines the store makes from `url` with psycopg 3 (the driver the
+    `postgres` extra installs); engines you pass in keep their own settings.
+
+    On SQLite there is no server to freeze: a database locked by another process makes
+    a write wait out SQLite's busy timeout, 5 s, and then raise `StoreUnavailableError`
+    (reads go on meanwhile: WAL); `io_timeout` does not change that.
     """
 
     indexes_users = True
@@ -92,6 +122,7 @@ class SQLStore(BaseStore):
         table_name: str = "sessionguard_sessions",
         create_table: bool = True,
         connect_timeout: int = 2,
+        io_timeout: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
@@ -99,8 +130,14 @@ class SQLStore(BaseStore):
             raise ConfigurationError(
                 "SQLStore needs a url (SQLStore('sqlite:///sessions.db')) or an engine"
             )
+        if not 0 < io_timeout < math.inf:
+            raise ConfigurationError(
+                f"io_timeout must be a positive number of seconds, not {io_timeout!r}"
+            )
         self._url = url
         self._connect_timeout = connect_timeout
+        self._io_timeout = io_timeout
+        self._maintenance_timeout = max(io_timeout, _MAINTENANCE_TIMEOUT)
         self._engine = engine
         self._async_engine = async_engine
         self._owns_engine = engine is None
@@ -118,10 +155,21 @@ class SQLStore(BaseStore):
 
     # -- engines, created on first use; a transaction on each ----------------------------
 
-    def _engine_options(self, driver: str) -> dict[str, Any]:
+    def _engine_options(self, driver: str, *, asynchronous: bool) -> dict[str, Any]:
         if driver.startswith("sqlite"):
             return {"connect_args": {"timeout": self._connect_timeout}}
-        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": self._connect_timeout}}
+        connect_args: dict[str, Any] = {"connect_timeout": self._connect_timeout}
+        if asynchronous and driver == _ASYNC_DRIVERS["postgresql"]:
+            # How SQLAlchemy's psycopg dialect lets us choose the connection class.
+            connect_args["async_creator_fn"] = bounded_psycopg().aconnect
+        # The pool's wait for a free connection: while PostgreSQL is silent every
+        # connection is stuck for up to `io_timeout`, and a queue behind them would turn
+        # the 503 into a wait of many times that.
+        return {
+            "pool_pre_ping": True,
+            "pool_timeout": self._io_timeout,
+            "connect_args": connect_args,
+        }
 
     def _url_for(self, given: str, missing: str, adapter: str) -> URL:
         if self._url is None:
@@ -134,10 +182,12 @@ class SQLStore(BaseStore):
     def _sync_engine(self) -> Engine:
         if self._engine is None:
             url = self._url_for("async_engine", "engine", "WSGI")
-            self._engine = sa.create_engine(url, **self._engine_options(url.drivername))
+            options = self._engine_options(url.drivername, asynchronous=False)
+            self._engine = sa.create_engine(url, **options)
             _configure_sqlite(self._engine)
+            _configure_psycopg(self._engine)
         if not self._table_ready and self._create_table:
-            with self._table_lock:
+            with self._table_lock, waits_bounded(self._maintenance_timeout):
                 _in_transaction(self._engine, self._creation)
                 self._table_ready = True
         return self._engine
@@ -149,21 +199,33 @@ class SQLStore(BaseStore):
             if backend not in _ASYNC_DRIVERS:
                 raise ConfigurationError(f"SQLStore has no async driver for {backend!r} URLs")
             url = url.set(drivername=_ASYNC_DRIVERS[backend])
-            self._async_engine = create_async_engine(url, **self._engine_options(url.drivername))
+            options = self._engine_options(url.drivername, asynchronous=True)
+            self._async_engine = create_async_engine(url, **options)
             _configure_sqlite(self._async_engine.sync_engine)
         if not self._table_ready and self._create_table:
             self._atable_lock = self._atable_lock or asyncio.Lock()
             async with self._atable_lock:
-                await _ain_transaction(self._async_engine, self._creation)
+                with waits_bounded(self._maintenance_timeout):
+                    await _ain_transaction(self._async_engine, self._creation)
                 self._table_ready = True
         return self._async_engine
 
-    def _transact(self, tx: _Tx[_T]) -> _T:
+    def _transact(self, tx: _Tx[_T], timeout: float | None = None) -> _T:
         with _mapped_errors(tx.action):  # making the engine included
-            return _in_transaction(self._sync_engine(), tx)
+            engine = self._sync_engine()
+            with waits_bounded(timeout or self._io_timeout):
+                return _in_transaction(engine, tx)
 
-    async def _atransact(self, tx: _Tx[_T]) -> _T:
-        return await _ain_transaction(await self._engine_async(), tx)
+    async def _atransact(self, tx: _Tx[_T], timeout: float | None = None) -> _T:
+        engine = await self._engine_async()
+        with waits_bounded(timeout or self._io_timeout):
+            return await _ain_transaction(engine, tx)
+
+    def _maintain(self, tx: _Tx[_T]) -> _T:
+        return self._transact(tx, self._maintenance_timeout)
+
+    async def _amaintain(self, tx: _Tx[_T]) -> _T:
+        return await self._atransact(tx, self._maintenance_timeout)
 
     def _create_all(self, conn: Connection) -> None:
         self.table.metadata.create_all(conn, checkfirst=True)
@@ -171,10 +233,10 @@ class SQLStore(BaseStore):
 
     def create(self) -> None:
         """Create the table and its index if they do not exist."""
-        self._transact(self._creation)
+        self._maintain(self._creation)
 
     async def acreate(self) -> None:
-        await self._atransact(self._creation)
+        await self._amaintain(self._creation)
 
     # -- the API: each method runs its transactions on one engine -------------------------
 
@@ -238,10 +300,10 @@ class SQLStore(BaseStore):
 
     def purge_expired_batches(self, batch_size: int = _PURGE_BATCH) -> Iterator[PurgeProgress]:
         """Delete expired rows, `batch_size` per transaction; progress counts rows."""
-        yield from iterate_flow(self._purge(batch_size), self._transact)
+        yield from iterate_flow(self._purge(batch_size), self._maintain)
 
     async def apurge_expired(self) -> int:
-        return await arun_purge(self._purge(_PURGE_BATCH), self._atransact)
+        return await arun_purge(self._purge(_PURGE_BATCH), self._amaintain)
 
     def scan(self, *, batch_size: int = 500) -> Iterator[StoredRecord]:
         """Every row, expired ones too, `batch_size` rows per query in primary key order.
@@ -252,7 +314,7 @@ class SQLStore(BaseStore):
         after: str | None = None
         while True:
             stmt = _scan_batch(self.table, after, batch_size)
-            rows = self._transact(_query("scan sessions", stmt, methodcaller("all")))
+            rows = self._maintain(_query("scan sessions", stmt, methodcaller("all")))
             for row in rows:
                 record = Record(bytes(row.data), int(row.version), float(row.expires_at))
                 yield StoredRecord(row.id, record, record.expires_at <= self._clock())
@@ -528,18 +590,31 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         # WAL: readers do not block the writer; busy_timeout: wait for the lock, don't fail.
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_TIMEOUT * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
 
+def _configure_psycopg(engine: Engine) -> None:
+    if (engine.dialect.name, engine.dialect.driver) != ("postgresql", "psycopg"):
+        return
+    connect = bounded_psycopg().connect
+
+    @sa.event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        return connect(*cargs, **cparams)
+
+
 def _error(action: str, exc: sa.exc.SQLAlchemyError) -> StoreUnavailableError:
     text = str(getattr(exc, "orig", None) or exc)
-    hint = (
-        "The database is read-only (a restart, failover or maintenance in progress?)"
-        if "read-only" in text or "readonly" in text
-        else "Check that the database is running, reachable and writable"
-    )
+    if "read-only" in text or "readonly" in text:
+        hint = "The database is read-only (a restart, failover or maintenance in progress?)"
+    elif "database is locked" in text:  # SQLite, after its busy timeout
+        hint = (
+            f"Another connection held the database's write lock for over {_SQLITE_BUSY_TIMEOUT:g} s"
+        )
+    else:
+        hint = "Check that the database is running, reachable and writable"
     return StoreUnavailableError(
         f"SQLStore could not {action}: {text.strip()}. {hint}; stored sessions were not changed."
     )
