@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit lint fmt bench bench-all clean
+.PHONY: run test test-unit lint fmt bench bench-all bench-cluster bench-failover clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,14 @@ bench: $(STAMP)
 ## bench-all: the same plus the Redis and PostgreSQL subjects (starts those servers itself)
 bench-all: $(STAMP)
 	$(BIN)/python -m benchmarks --all
+
+## bench-cluster: 3 app hosts in network namespaces on Redis Cluster and PostgreSQL (needs root)
+bench-cluster: $(STAMP)
+	$(BIN)/python -m benchmarks.cluster
+
+## bench-failover: acknowledged writes lost when a Redis master dies, with replicas=0 and 1
+bench-failover: $(STAMP)
+	$(BIN)/python -m benchmarks.failover
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis sessions

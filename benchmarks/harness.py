@@ -452,9 +452,16 @@ class ClientPool:
 def _client_main(
     index: int, inbox: multiprocessing.Queue[Any], outbox: multiprocessing.Queue[Any]
 ) -> None:
-    """One client process: run the jobs it is handed until it is handed `None`."""
+    """One client process: run the jobs it is handed until it is handed `None`, or until
+    its parent is gone (killed: nobody would ever hand it `None`)."""
+    parent = os.getppid()
     while True:
-        message = inbox.get()
+        try:
+            message = inbox.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return
+            continue
         if message is None:
             return
         _, run_id, target, job, deadline = message

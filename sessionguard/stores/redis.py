@@ -120,7 +120,7 @@ class RedisStore(BaseStore):
             raise ConfigurationError(
                 "RedisStore needs a url (RedisStore('redis://localhost:6379/0')) or a client"
             )
-        if replicas < 0 or not 0 < replica_timeout < socket_timeout:
+        if replicas < 0 or (replicas and not 0 < replica_timeout < socket_timeout):
             raise ConfigurationError(
                 "RedisStore needs replicas >= 0 and 0 < replica_timeout < socket_timeout, got "
                 f"replicas={replicas!r}, replica_timeout={replica_timeout!r}, "
@@ -680,7 +680,7 @@ def _scanned(names: RedisNames, name: Any, reply: Any, now: float) -> StoredReco
         return None
 
 
-def _error(action: str, exc: redis.RedisError, subject: str = "a session") -> StoreUnavailableError:
+def _error(action: str, exc: Exception, subject: str = "a session") -> StoreUnavailableError:
     what = f"{action} {subject}" if subject else action
     return StoreUnavailableError(
         f"RedisStore could not {what}: {exc.__class__.__name__}: {exc}. Check "
@@ -692,5 +692,7 @@ def _error(action: str, exc: redis.RedisError, subject: str = "a session") -> St
 def _mapped_errors(action: str, subject: str = "a session") -> Iterator[None]:
     try:
         yield
-    except redis.RedisError as exc:
+    # A cluster client that reaches no node raises RedisClusterException, which is not a
+    # RedisError: an outage all the same.
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
         raise _error(action, exc, subject) from exc
