@@ -30,6 +30,8 @@ from typing import Any
 
 from redis.sentinel import Sentinel
 
+from benchmarks.checkout import Watch, recorded
+from benchmarks.harness import RESULTS_DIR, ROOT, machine_info
 from sessionguard.stores.redis import RedisStore
 from tests.failover import (
     Burst,
@@ -39,7 +41,7 @@ from tests.failover import (
 )
 from tests.servers import RedisCluster, RedisServer, free_port, stop, wait_for_port
 
-RESULTS = Path(__file__).resolve().parent / "results" / "failover.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "failover.json"  # in RESULTS_DIR
 
 
 def cluster_round(binary: str, cli: str, replicas: int) -> dict[str, Any]:
@@ -136,6 +138,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=3, help="cluster rounds per setting")
     args = parser.parse_args()
+    watch = Watch(ROOT, ignore=[RESULTS_DIR])
     # Every refused request logs a line; the table says how many there were.
     logging.getLogger("sessionguard").setLevel(logging.CRITICAL)
     binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
@@ -154,7 +157,8 @@ def main() -> None:
             | sentinel_round(binary, replicas)
         )
         print(rows[-1], flush=True)
-    RESULTS.write_text(json.dumps({"rounds": rows}, indent=2) + "\n")
+    meta = {"machine": {**machine_info(), **recorded(watch.measured())}}
+    RESULTS.write_text(json.dumps({"meta": meta, "rounds": rows}, indent=2) + "\n")
     print()
     print("| setup | replicas | round | acknowledged | lost | 503s | served again after |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -165,6 +169,7 @@ def main() -> None:
             f"| {row['lost']} | {row['refused_503']} | {'-' if again is None else f'{again} s'} |"
         )
     print(f"\nwrote {RESULTS}")
+    watch.warn_again()
 
 
 if __name__ == "__main__":
