@@ -8,17 +8,20 @@ retried. Measured from outside, around each request, with slack for this noisy m
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from sessionguard.stores.redis import RedisStore
-from tests.servers import RedisServer
+from tests.failover import master_of_session
+from tests.servers import RedisCluster, RedisServer
 
 from .test_outages import assert_unavailable, flask_app, starlette_app
 
@@ -111,3 +114,68 @@ def test_each_request_of_a_burst_answers_503_within_the_bound(frozen: RedisServe
         assert max(seconds for _, seconds in took) < BOUND, took
         assert client.get("/read", headers={"cookie": cookie}).json() == {"n": 1}
     store.close()
+
+
+#: A frozen cluster master: one socket timeout, then the cluster client learns the
+#: cluster again and tries once more; after that its replica takes over.
+CLUSTER_BOUND = 3.5
+
+
+@pytest.fixture
+def own_cluster(redis_cluster: RedisCluster, tmp_path: Path) -> Iterator[RedisCluster]:
+    """A cluster of this test's own (freezing its nodes harms no other test)."""
+    cluster = RedisCluster(redis_cluster.binary, redis_cluster.cli, tmp_path)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        for node in cluster.nodes.values():
+            if node.process is not None and node.process.poll() is None:
+                os.kill(node.process.pid, signal.SIGCONT)
+        cluster.stop()
+
+
+@pytest.mark.parametrize("adapter", ["asgi", "wsgi"])
+async def test_a_frozen_cluster_master_answers_503_within_the_bound_then_its_replica_serves(
+    own_cluster: RedisCluster, adapter: str
+) -> None:
+    prefix = "frozen:"
+    store = RedisStore(own_cluster.url, cluster=True, prefix=prefix)
+    client: httpx.AsyncClient | httpx.Client
+    if adapter == "asgi":
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(starlette_app(store)))
+    else:
+        client = httpx.Client(transport=httpx.WSGITransport(app=flask_app(store)))
+
+    async def get(path: str, cookie: str = "") -> httpx.Response:
+        url, headers = f"http://t{path}", {"cookie": cookie} if cookie else {}
+        if isinstance(client, httpx.AsyncClient):
+            return await client.get(url, headers=headers)
+        return client.get(url, headers=headers)
+
+    try:
+        first = await get("/bump")
+        cookie = first.headers["set-cookie"].split(";", 1)[0]
+        master = own_cluster.nodes[master_of_session(own_cluster, prefix)]
+        assert master.process is not None
+        os.kill(master.process.pid, signal.SIGSTOP)
+
+        started = time.monotonic()
+        response = await get("/bump", cookie)
+        took = time.monotonic() - started
+        assert took < CLUSTER_BOUND, took
+        if response.status_code != 200:  # 200 only if the replica was promoted that fast
+            assert_unavailable(response)
+
+        deadline = time.monotonic() + 20  # the replica takes over (node timeout 1 s)
+        while (read := await get("/read", cookie)).status_code != 200:
+            assert time.monotonic() < deadline, read.status_code
+            await asyncio.sleep(0.2)
+        assert read.json()["n"] in (1, 2)  # 2 if the refused save had reached the replica
+    finally:
+        if isinstance(client, httpx.AsyncClient):
+            await client.aclose()
+            await store.aclose()
+        else:
+            client.close()
+            store.close()
