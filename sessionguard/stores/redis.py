@@ -28,11 +28,8 @@ Requires the `redis` extra: `pip install 'sessionguard[redis]'`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import inspect
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..errors import ConfigurationError, StoreUnavailableError
@@ -51,6 +48,16 @@ from .base import (
     aupdate_by_swap,
     iterate_flow,
     run_flow,
+)
+from .redisclient import (
+    Half,
+    Replication,
+    Side,
+    cursor_of,
+    in_pipeline,
+    primaries,
+    runs_on_cluster,
+    scan_options,
 )
 from .redisnames import RedisNames
 from .redisscripts import (
@@ -90,7 +97,10 @@ class RedisStore(BaseStore):
     `redis.asyncio.cluster.RedisCluster` clients (see `sessionguard.stores.redisnames`
     for how the keys then share hash slots). Timeouts are short on purpose: a
     dead Redis becomes `StoreUnavailableError` (a 503) in about a second instead of
-    hanging requests, and redis-py reconnects by itself once it is back.
+    hanging requests, and redis-py reconnects by itself once it is back. With
+    `replicas=N`, each save and delete also waits (Redis WAIT, up to `replica_timeout`)
+    until N replicas have it, and raises `StoreUnavailableError` when they cannot
+    confirm: a failover then loses nothing the app acknowledged.
 
     Each operation is written once, as a flow of commands (`_load`, `_save`, ...), and
     run on the blocking client by the sync methods and on the asyncio one by the async
@@ -128,8 +138,8 @@ class RedisStore(BaseStore):
             )
         # With `replicas`, a save or a delete answers only once that many replicas have it
         # (Redis WAIT, within `replica_timeout`), so a failover cannot take it back.
-        self._replication = _Replication(replicas, max(1, int(replica_timeout * 1000)))
-        on_cluster = _on_cluster(client, async_client, cluster)
+        self._replication = Replication(replicas, max(1, int(replica_timeout * 1000)))
+        on_cluster = runs_on_cluster(client, async_client, cluster)
         self.prefix = prefix
         self._names = RedisNames(prefix, cluster=on_cluster)
         self._url = url
@@ -143,13 +153,13 @@ class RedisStore(BaseStore):
         # The asyncio client needs the asyncio Retry: given the other, it never retries.
         backoff = ExponentialBackoff(cap=0.1, base=0.01)
         dropped = (redis.exceptions.ConnectionError,)
-        self._blocking = _Side(
+        self._blocking = Side(
             redis.cluster.RedisCluster.from_url if on_cluster else redis.Redis.from_url,
             Retry(backoff, retries=1, supported_errors=dropped),
             client,
             "this RedisStore was given only async_client; pass client= or url= to use it from WSGI",
         )
-        self._awaiting = _Side(
+        self._awaiting = Side(
             redis.asyncio.cluster.RedisCluster.from_url
             if on_cluster
             else redis.asyncio.Redis.from_url,
@@ -163,20 +173,20 @@ class RedisStore(BaseStore):
 
     # -- the two clients, created on first use -------------------------------------------
 
-    def _sync(self) -> _Half:
+    def _sync(self) -> Half:
         return self._half(self._blocking)
 
-    def _async(self) -> _Half:
+    def _async(self) -> Half:
         return self._half(self._awaiting)
 
-    def _half(self, side: _Side) -> _Half:
+    def _half(self, side: Side) -> Half:
         if side.half is None:
             if side.client is None:
                 if self._url is None:
                     raise ConfigurationError(side.refusal)
                 side.client = side.connect(self._url, retry=side.retry, **self._options)
                 side.owned = True
-            side.half = _Half.on(side.client, self._names, self._replication)
+            side.half = Half.on(side.client, self._names, self._replication)
         return side.half
 
     def _key(self, key: str) -> str:
@@ -286,9 +296,9 @@ class RedisStore(BaseStore):
             while cursor != 0:
                 with _mapped_errors("scan"):
                     reply = half.client.scan(
-                        cursor or 0, **_scan_options(node, batch_size, self._names)
+                        cursor or 0, **scan_options(node, batch_size, self._names)
                     )
-                    cursor, names = _cursor(reply[0]), reply[1]
+                    cursor, names = cursor_of(reply[0]), reply[1]
                     pipe = client.pipeline(transaction=False)
                     for name in names:
                         pipe.hmget(name, "p", "v", "e")
@@ -310,150 +320,6 @@ class RedisStore(BaseStore):
         client = self._awaiting.release()
         if client is not None:
             await client.aclose()
-
-
-# -- the two clients ---------------------------------------------------------------------------
-
-
-def _on_cluster(client: Any, async_client: Any, cluster: bool | None) -> bool:
-    """Whether the store runs on Redis Cluster: as told, or as its clients are."""
-    given = {
-        isinstance(c, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)
-        for c in (client, async_client)
-        if c is not None
-    }
-    if len(given) > 1 or (given and cluster is not None and given != {cluster}):
-        raise ConfigurationError(
-            "RedisStore was given a cluster client and a plain one (or cluster= says "
-            "otherwise): both clients must talk to the same kind of deployment"
-        )
-    return given.pop() if given else bool(cluster)
-
-
-@dataclass
-class _Side:
-    """One of the store's two clients: the one it was given, or one it makes from its URL
-    (and then owns and closes) on first use."""
-
-    connect: Callable[..., Any]
-    retry: Any
-    client: Any
-    refusal: str  # what to say when there is neither a client nor a URL to make one
-    owned: bool = False
-    half: _Half | None = None
-
-    def release(self) -> Any:
-        """The client to close, if the store made it; forgotten, so that it is made anew."""
-        if self.client is None or not self.owned:
-            return None
-        client, self.client, self.half = self.client, None, None
-        return client
-
-
-class _Half(NamedTuple):
-    """A client, and how it runs scripts: what the steps of a flow call.
-
-    Each step is a function of a half, called by `perform`: on the blocking client it
-    returns the reply, on the asyncio client an awaitable of the reply.
-    """
-
-    client: Any
-    cluster: bool
-    awaiting: bool
-    replication: _Replication
-
-    @classmethod
-    def on(cls, client: Any, names: RedisNames, replication: _Replication) -> _Half:
-        awaiting = isinstance(client, redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster)
-        return cls(client, names.cluster, awaiting, replication)
-
-    def write(self, source: str, keys: list[str], args: list[Any]) -> Any:
-        """`script` for a write (a save, a delete): with `replicas`, in one pipeline with
-        WAIT on the same connection, and answered only once the replicas have it."""
-        replicas, timeout_ms = self.replication
-        if not replicas:
-            return self.script(source, keys, args)
-        # On a cluster, WAIT goes where the write went: the master of the key's slot.
-        where = {"target_nodes": self.client.get_node_from_key(keys[0])} if self.cluster else {}
-
-        def pipeline() -> Any:
-            pipe = self.client.pipeline(transaction=False)
-            # EVAL, not EVALSHA: a pipeline cannot load a script it finds missing.
-            pipe.execute_command("EVAL", source, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", replicas, timeout_ms, **where)
-            return pipe.execute(raise_on_error=False)
-
-        if not self.awaiting:
-            return _replicated(pipeline(), replicas, timeout_ms)
-
-        async def run() -> Any:
-            if self.cluster:
-                await _initialized(self)
-            return _replicated(await pipeline(), replicas, timeout_ms)
-
-        return run()
-
-    def perform(self, step: Callable[[_Half], Any]) -> Any:
-        return step(self)
-
-    def script(self, source: str, keys: list[str], args: list[Any] = []) -> Any:  # noqa: B006
-        """Run `source` on `keys` and `args`: by its SHA1, or, on a server that does not
-        have it yet (new, restarted, a replica just promoted), by its text, which also
-        caches it there. (redis-py's own `Script` loads it on every master of a cluster
-        at once instead, which breaks the asyncio cluster client's other connections.)"""
-        sha = _SHAS[source]
-        if not self.awaiting:
-            try:
-                return self.client.evalsha(sha, len(keys), *keys, *args)
-            except redis.exceptions.NoScriptError:
-                return self.client.eval(source, len(keys), *keys, *args)
-
-        async def run() -> Any:
-            if self.cluster:
-                await _initialized(self)
-            try:
-                return await self.client.evalsha(sha, len(keys), *keys, *args)
-            except redis.exceptions.NoScriptError:
-                return await self.client.eval(source, len(keys), *keys, *args)
-
-        return run()
-
-
-class _Replication(NamedTuple):
-    """How many replicas must have each write (0: none), and how long to wait for them."""
-
-    replicas: int
-    timeout_ms: int
-
-
-def _replicated(replies: list[Any], replicas: int, timeout_ms: int) -> Any:
-    """The write's reply, once WAIT says `replicas` replicas have it; else
-    `StoreUnavailableError` (a 503): the write is on the master but not acknowledged."""
-    reply, acknowledged = replies
-    for error in (reply, acknowledged):
-        if isinstance(error, Exception):
-            raise error
-    if int(reply) and int(acknowledged) < replicas:
-        raise StoreUnavailableError(
-            f"RedisStore's write reached {int(acknowledged)} of the {replicas} replica(s) it "
-            f"must reach (replicas={replicas}) within {timeout_ms} ms, so it is not "
-            "acknowledged: a failover now could lose it. Check the replicas' links and lag."
-        )
-    return reply
-
-
-_SHAS = {
-    source: hashlib.sha1(source.encode()).hexdigest()
-    for source in (
-        LOAD_SCRIPT,
-        SAVE_SCRIPT,
-        DELETE_SCRIPT,
-        TOUCH_SCRIPT,
-        SESSIONS_OF_SCRIPT,
-        OWNER_OF_SCRIPT,
-        PURGE_IF_EXPIRED_SCRIPT,
-    )
-}
 
 
 class _Owning(NamedTuple):
@@ -488,11 +354,11 @@ def _delete(name: str, expected: int | None) -> StoreFlow[bool]:
         return bool((yield _write(DELETE_SCRIPT, [name], args)))
 
 
-def _script(source: str, keys: list[str], args: list[Any] = []) -> Callable[[_Half], Any]:  # noqa: B006
+def _script(source: str, keys: list[str], args: list[Any] = []) -> Callable[[Half], Any]:  # noqa: B006
     return lambda half: half.script(source, keys, args)
 
 
-def _write(source: str, keys: list[str], args: list[Any]) -> Callable[[_Half], Any]:
+def _write(source: str, keys: list[str], args: list[Any]) -> Callable[[Half], Any]:
     return lambda half: half.write(source, keys, args)
 
 
@@ -501,7 +367,7 @@ def _sessions_of(names: RedisNames, user_sets: list[str]) -> StoreFlow[list[str]
         if len(user_sets) == 1:
             replies = [(yield _script(SESSIONS_OF_SCRIPT, user_sets))]
         else:  # one set per bucket, on a cluster: all of them in one pipeline
-            replies = yield _in_pipeline(SESSIONS_OF_SCRIPT, [[s] for s in user_sets])
+            replies = yield in_pipeline(SESSIONS_OF_SCRIPT, [[s] for s in user_sets])
     return [names.key_of(_text(name)) for reply in replies for name in reply]
 
 
@@ -519,111 +385,23 @@ def _touch(name: str, expires_at: float, expected: int | None) -> StoreFlow[bool
 def _purge(names: RedisNames, batch_size: int) -> StoreFlow[None]:
     """Emits a `PurgeProgress` per `SCAN` step (of each master, on a cluster)."""
     with _mapped_errors("purge"):
-        nodes = yield _primaries
+        nodes = yield primaries
     done = 0
     for node in nodes:
         cursor: int | None = None
         while cursor != 0:
             with _mapped_errors("purge"):
-                options = _scan_options(node, batch_size, names)
+                options = scan_options(node, batch_size, names)
                 reply = yield lambda half, c=cursor or 0, o=options: half.client.scan(c, **o)
-                cursor, found = _cursor(reply[0]), [_text(name) for name in reply[1]]
+                cursor, found = cursor_of(reply[0]), [_text(name) for name in reply[1]]
                 # Each key with the users' sets of its own slot (the prefix alone, off a cluster).
                 calls = [[name, names.sets_near(name)] for name in found]
-                removed = yield _in_pipeline(PURGE_IF_EXPIRED_SCRIPT, calls, keys=1)
+                removed = yield in_pipeline(PURGE_IF_EXPIRED_SCRIPT, calls, keys=1)
             done += 1
             keys = tuple(
                 names.key_of(n) for n, gone in zip(found, removed, strict=True) if int(gone)
             )
             yield Emit(PurgeProgress(len(keys), done, 0, keys=keys))
-
-
-def _primaries(half: _Half) -> Any:
-    """The nodes to `SCAN`: each master of a cluster, or the one server (`None`)."""
-    if not half.cluster:
-        return _ready(half, [None])
-    return _then(half, _initialized(half), lambda _: half.client.get_primaries())
-
-
-def _initialized(half: _Half) -> Any:
-    """A step's reply once the asyncio cluster client knows the cluster (`None`).
-
-    Left to learn it on the way (redis-py 8.1), concurrent first commands go to the wrong
-    masters, and handling the MOVED replies drops every connection, including those of
-    the commands still in flight. The blocking client learns it when it is made.
-    """
-    if not half.awaiting:
-        return None
-
-    async def initialized() -> None:
-        await half.client.initialize()  # a no-op once done
-
-    return initialized()
-
-
-def _ready(half: _Half, value: Any) -> Any:
-    """`value` as a step's reply: as it is on the blocking client, awaitable on asyncio."""
-    if not half.awaiting:
-        return value
-
-    async def reply() -> Any:
-        return value
-
-    return reply()
-
-
-def _scan_options(node: Any, count: int, names: RedisNames) -> dict[str, Any]:
-    options: dict[str, Any] = {"match": names.pattern(), "count": count}
-    if node is not None:
-        options["target_nodes"] = node
-    return options
-
-
-def _cursor(reply: Any) -> int:
-    """A `SCAN` cursor: a cluster client gives `{node: cursor}` for the one node asked."""
-    return int(next(iter(reply.values())) if isinstance(reply, dict) else reply)
-
-
-def _in_pipeline(
-    script: str, calls: list[list[Any]], keys: int | None = None
-) -> Callable[[_Half], Any]:
-    """A step that runs `script` once per call (its keys, then its arguments: `keys` of
-    them are keys, all by default) in one pipeline, on a cluster one per master. EVAL
-    carries the script each time, so no server (a replica just promoted, say) can lack it."""
-
-    def step(half: _Half) -> Any:
-        if not calls:
-            return _ready(half, [])
-        if half.cluster:
-            return _then(half, _initialized(half), lambda _: on_cluster(half))
-        pipe = half.client.pipeline(transaction=False)
-        # One server: the script is loaded once, ahead of the calls in the same round trip.
-        sha = _SHAS[script]
-        pipe.script_load(script)
-        for call in calls:
-            pipe.evalsha(sha, len(call) if keys is None else keys, *call)
-        return _then(half, pipe.execute(), lambda replies: replies[1:])
-
-    def on_cluster(half: _Half) -> Any:
-        pipe = half.client.pipeline(transaction=False)
-        for call in calls:
-            # (A cluster pipeline's `eval()` is something else: the command itself.)
-            pipe.execute_command("EVAL", script, len(call) if keys is None else keys, *call)
-        return pipe.execute()
-
-    return step
-
-
-def _then(half: _Half, reply: Any, read: Callable[[Any], Any]) -> Any:
-    """`read` applied to a step's `reply`, both awaitable on the asyncio client."""
-    if not half.awaiting:
-        return read(reply)
-
-    async def done() -> Any:
-        result = read(await reply)
-        return await result if inspect.isawaitable(result) else result
-
-    return done()
 
 
 # -- replies -------------------------------------------------------------------------------
