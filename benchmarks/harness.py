@@ -32,13 +32,13 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 
-# Shared with the test suite, which starts its servers on free ports too.
-from tests.servers import free_port
+# Shared with the test suite, which starts its servers on free ports too, and stops them
+# on the way out of a `with` block.
+from tests.servers import Managed, free_port
 
 __all__ = [
     "RESULTS_DIR",
@@ -152,7 +152,7 @@ def remaining(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
 
-class Server:
+class Server(Managed):
     """A subject's server as a subprocess of its own process group; use it as a context manager.
 
     Leaving the context kills the group (master and workers) whatever happened, first
@@ -270,20 +270,10 @@ class Server:
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def _enter(self) -> None:
+        self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _exit(self, *, failed: bool) -> None:
         self.stop()
 
 
@@ -332,7 +322,7 @@ def first_traceback(log: str, limit: int = 4000) -> str | None:
 # -- client processes ---------------------------------------------------------------------
 
 
-class ClientPool:
+class ClientPool(Managed):
     """Client processes, spawned once and reused by every run of every subject.
 
     `run(target, jobs, deadline=...)` hands job *i* to process *i*, which calls
@@ -437,16 +427,8 @@ class ClientPool:
             found[index] = payload
         return found
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close(kill=exc is not None)
+    def _exit(self, *, failed: bool) -> None:
+        self.close(kill=failed)
 
 
 def _client_main(

@@ -19,7 +19,7 @@ from typing import Any
 from .checkout import Checkout
 from .section import Bar, Section
 
-__all__ = ["write_report"]
+__all__ = ["write_json", "write_report"]
 
 SESSIONGUARD_COLOUR = "#1f6fb4"
 PEER_COLOUR = "#a9a9a9"
@@ -45,10 +45,14 @@ def write_report(sections: Sequence[Section], out_dir: Path, meta: Mapping[str, 
             for section in sections
         ],
     }
-    text = json.dumps(_finite(report), indent=2, ensure_ascii=False, default=str)
-    _write(out_dir / "latest.json", text + "\n")
+    write_json(out_dir / "latest.json", report)
     render_chart(sections, meta, out_dir / "latest.png")
     return markdown
+
+
+def write_json(path: Path, data: Any) -> None:
+    """`data` as indented JSON, NaN and infinities as `null` (which JSON can hold)."""
+    _write(path, json.dumps(_finite(data), indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def _write(path: Path, text: str) -> None:

@@ -45,17 +45,8 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-from tests.servers import (
-    START_TIMEOUT,
-    PostgresServer,
-    RedisCluster,
-    RedisServer,
-    distinct_free_ports,
-    wait_for_port,
-)
+from tests.servers import Managed, PostgresServer, RedisCluster
 
 __all__ = [
     "BridgePostgres",
@@ -157,7 +148,7 @@ class Host:
 
 
 @dataclass
-class HostNetwork:
+class HostNetwork(Managed):
     """`hosts` namespaces on a front and a store network; a context manager.
 
     `create()` (or entering the context) removes stale leftovers of killed runs first,
@@ -261,16 +252,10 @@ class HostNetwork:
         if errors:
             raise RuntimeError("could not remove the host network: " + "; ".join(errors))
 
-    def __enter__(self) -> Self:
+    def _enter(self) -> None:
         self.create()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _exit(self, *, failed: bool) -> None:
         self.remove()
 
 
@@ -354,82 +339,18 @@ def remove_stale() -> list[str]:
 
 @dataclass
 class BridgeRedisCluster(RedisCluster):
-    """`RedisCluster` whose nodes also listen on `address` and announce it, so that cluster
-    clients in the hosts' namespaces are redirected to addresses they can reach."""
-
-    address: str = "127.0.0.1"
-
-    @property
-    def url(self) -> str:
-        return f"redis://{self.address}:{self.ports[0]}/0"
-
-    def start(self) -> None:
-        # RedisCluster.start, with the nodes' bind and announce addresses added.
-        try:
-            ports = distinct_free_ports(2 * self.size)
-            for port, bus_port in zip(ports[: self.size], ports[self.size :], strict=True):
-                directory = self.directory / str(port)
-                directory.mkdir()
-                self.nodes[port] = RedisServer(
-                    self.binary,
-                    directory,
-                    port=port,
-                    extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-                    + ["--cluster-node-timeout", "1000", "--cluster-port", str(bus_port)]
-                    + ["--repl-diskless-sync-delay", "0"]
-                    # the hosts connect from the bridge's subnet, not from loopback
-                    + ["--bind", "127.0.0.1", self.address, "--protected-mode", "no"]
-                    + ["--cluster-announce-ip", self.address],
-                )
-                self.nodes[port].start()
-            created = subprocess.run(
-                [self.cli, "--cluster", "create"]
-                + [f"{self.address}:{port}" for port in self.ports]
-                + ["--cluster-replicas", "1", "--cluster-yes"],
-                capture_output=True,
-                text=True,
-                timeout=START_TIMEOUT,
-            )
-            if created.returncode != 0:
-                raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}")
-            self.wait_until_ok()
-        except BaseException:
-            self.stop()
-            raise
+    """`RedisCluster` on the store bridge: its nodes also listen on `address` and announce
+    it, so that cluster clients in the hosts' namespaces are redirected to addresses they
+    can reach."""
 
 
 @dataclass
 class BridgePostgres(PostgresServer):
     """`PostgresServer` that also listens on `address` and trusts `subnet` (the hosts)."""
 
-    address: str = "127.0.0.1"
     subnet: str = "127.0.0.1/32"
-    settings: dict[str, str] = field(default_factory=dict)  # `-c name=value` at start
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://postgres@{self.address}:{self.port}/postgres"
 
     def init(self) -> None:
         super().init()
         with (self.directory / "data" / "pg_hba.conf").open("a") as hba:
             hba.write(f"host all all {self.subnet} trust\n")
-
-    def start(self) -> None:
-        # PostgresServer.start, listening on the bridge too and with `settings`.
-        log = self.directory / "postgres.log"
-        settings = [
-            arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")
-        ]
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [str(self.bindir / "postgres"), "-D", str(self.directory / "data")]
-                + ["-p", str(self.port), "-k", str(self.directory)]
-                + ["-h", f"127.0.0.1,{self.address}"]
-                + ["-c", "fsync=off", "-c", "synchronous_commit=off", *settings],
-                user=self._user(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for_port(self.port, self.process, log)
-        self.sql("SELECT 1")

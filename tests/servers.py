@@ -18,9 +18,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 START_TIMEOUT = 20.0
+#: Where every server listens, whatever other address it is given.
+LOOPBACK = "127.0.0.1"
 
 
 def free_port() -> int:
@@ -54,6 +57,38 @@ def stop(process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> 
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
+
+
+class Managed:
+    """`with` support for what starts something and must stop it whatever happens.
+
+    Entering calls `_enter()` and, should that raise, `_exit(failed=True)`, so that
+    nothing half-started is left behind; leaving calls `_exit(failed=...)`, `failed`
+    telling whether an exception is on its way out. (Used by `tests.hosts` and the
+    benchmarks' harness too.)
+    """
+
+    def _enter(self) -> None:
+        """What entering starts: nothing, unless a subclass says otherwise."""
+
+    def _exit(self, *, failed: bool) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self._enter()
+        except BaseException:
+            self._exit(failed=True)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._exit(failed=exc is not None)
 
 
 @dataclass
@@ -110,6 +145,10 @@ class RedisCluster:
     Each node runs in its own subdirectory of `directory` (where it keeps its nodes.conf)
     and talks to the others on a bus port of its own (`--cluster-port`), chosen free too:
     the default, port + 10000, may be taken or above 65535.
+
+    With an `address` other than loopback, the nodes listen on it too and announce it,
+    so that clients elsewhere (another network namespace) are redirected to addresses
+    they can reach.
     """
 
     binary: str
@@ -117,6 +156,7 @@ class RedisCluster:
     directory: Path
     size: int = 6  # masters + replicas, one replica per master
     nodes: dict[int, RedisServer] = field(default_factory=dict)
+    address: str = LOOPBACK
 
     @property
     def ports(self) -> list[int]:
@@ -125,7 +165,18 @@ class RedisCluster:
     @property
     def url(self) -> str:
         """For `redis.cluster.RedisCluster.from_url` (which accepts no db other than 0)."""
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
+        return f"redis://{self.address}:{self.ports[0]}/0"
+
+    def _node_args(self, bus_port: int) -> list[str]:
+        args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        args += ["--cluster-node-timeout", "1000", "--cluster-port", str(bus_port)]
+        # a replica syncs at once, not after the default 5 s wait for others
+        args += ["--repl-diskless-sync-delay", "0"]
+        if self.address != LOOPBACK:
+            # clients elsewhere connect from the address's subnet, not from loopback
+            args += ["--bind", LOOPBACK, self.address, "--protected-mode", "no"]
+            args += ["--cluster-announce-ip", self.address]
+        return args
 
     def start(self) -> None:
         """Start the nodes, create the cluster and wait until it serves every slot."""
@@ -135,17 +186,12 @@ class RedisCluster:
                 directory = self.directory / str(port)
                 directory.mkdir()
                 self.nodes[port] = RedisServer(
-                    self.binary,
-                    directory,
-                    port=port,
-                    extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-                    + ["--cluster-node-timeout", "1000", "--cluster-port", str(bus_port)]
-                    # a replica syncs at once, not after the default 5 s wait for others
-                    + ["--repl-diskless-sync-delay", "0"],
+                    self.binary, directory, port=port, extra_args=self._node_args(bus_port)
                 )
                 self.nodes[port].start()
             created = subprocess.run(
-                [self.cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports)]
+                [self.cli, "--cluster", "create"]
+                + [f"{self.address}:{port}" for port in self.ports]
                 + ["--cluster-replicas", "1", "--cluster-yes"],
                 capture_output=True,
                 text=True,
@@ -261,16 +307,21 @@ class RedisCluster:
 
 @dataclass
 class PostgresServer:
-    """A PostgreSQL cluster the tests own (run as the `postgres` user when we are root)."""
+    """A PostgreSQL cluster the tests own (run as the `postgres` user when we are root).
+
+    It listens on loopback, and on `address` too when that is another address.
+    """
 
     bindir: Path
     directory: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    address: str = LOOPBACK
+    settings: dict[str, str] = field(default_factory=dict)  # `-c name=value` at start
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg://postgres@{self.address}:{self.port}/postgres"
 
     def _user(self) -> str | None:
         # postgres refuses to run as root; the Debian package provides a `postgres` user.
@@ -291,11 +342,15 @@ class PostgresServer:
 
     def start(self) -> None:
         log = self.directory / "postgres.log"
+        listen = LOOPBACK if self.address == LOOPBACK else f"{LOOPBACK},{self.address}"
+        settings = [
+            arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")
+        ]
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [str(self.bindir / "postgres"), "-D", str(self.directory / "data")]
-                + ["-p", str(self.port), "-k", str(self.directory), "-h", "127.0.0.1"]
-                + ["-c", "fsync=off", "-c", "synchronous_commit=off"],
+                + ["-p", str(self.port), "-k", str(self.directory), "-h", listen]
+                + ["-c", "fsync=off", "-c", "synchronous_commit=off", *settings],
                 user=self._user(),
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -1,9 +1,9 @@
 """The app every host serves: the benchmark subjects' routes on a store the hosts share.
 
 `create_wsgi_app()` (Flask behind sessionguard's WSGI middleware, for gunicorn) and
-`create_app()` (Starlette behind the ASGI middleware, for uvicorn) answer the routes of
-`benchmarks.subjects` (`GET /health`, `POST /set/{key}`, `GET /keys`) with the same
-secret, so a cookie one host sets is good on every other. The store comes from the
+`create_app()` (Starlette behind the ASGI middleware, for uvicorn) are the sessionguard
+subjects' apps (`GET /health`, `POST /set/{key}`, `GET /keys`), with the same secret, so
+a cookie one host sets is good on every other. Only the store differs: it comes from the
 environment: `SG_CLUSTER_STORE` is `redis-cluster` (`RedisStore(url, cluster=True)`) or
 `postgres` (`SQLStore(url)`), at `SG_CLUSTER_URL`. (The single-host subjects' `store()`
 opens a plain `RedisStore`, which cannot talk to a cluster.)
@@ -14,13 +14,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Literal
 
-from ..subjects._sessionguard import SECRET_KEY, configure_logging
+from ..subjects._sessionguard import asgi_app, wsgi_app
 
 if TYPE_CHECKING:
-    from flask import Response
     from starlette.applications import Starlette
 
-    from sessionguard import Session
     from sessionguard.stores.redis import RedisStore
     from sessionguard.stores.sql import SQLStore
     from sessionguard.wsgi import SessionMiddleware
@@ -47,59 +45,9 @@ def store() -> RedisStore | SQLStore:
 
 def create_wsgi_app() -> SessionMiddleware:
     """For gunicorn: `benchmarks.cluster.app:create_wsgi_app()`."""
-    from flask import Flask, jsonify, request
-
-    from sessionguard.wsgi import ENVIRON_KEY, SessionMiddleware
-
-    configure_logging()
-    app = Flask(__name__)
-
-    def current() -> Session:
-        session: Session = request.environ[ENVIRON_KEY]
-        return session
-
-    @app.get("/health")
-    def health() -> str:
-        return "ok"
-
-    @app.post("/set/<key>")
-    def set_key(key: str) -> str:
-        current()[key] = 1
-        return "ok"
-
-    @app.get("/keys")
-    def keys() -> Response:
-        return jsonify(sorted(current()))
-
-    return SessionMiddleware(app, SECRET_KEY, store=store())
+    return wsgi_app(__name__, store)
 
 
 def create_app() -> Starlette:
     """For uvicorn: `--factory benchmarks.cluster.app:create_app`."""
-    from starlette.applications import Starlette
-    from starlette.middleware import Middleware
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, PlainTextResponse
-    from starlette.routing import Route
-
-    from sessionguard.asgi import SessionMiddleware
-
-    configure_logging()
-
-    async def health(request: Request) -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
-    async def set_key(request: Request) -> PlainTextResponse:
-        request.session[request.path_params["key"]] = 1
-        return PlainTextResponse("ok")
-
-    async def keys(request: Request) -> JSONResponse:
-        return JSONResponse(sorted(request.session))
-
-    routes = [
-        Route("/health", health),
-        Route("/set/{key}", set_key, methods=["POST"]),
-        Route("/keys", keys),
-    ]
-    session = Middleware(SessionMiddleware, secret_key=SECRET_KEY, store=store())
-    return Starlette(routes=routes, middleware=[session])
+    return asgi_app(store)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import math
 import os
 import sys
@@ -53,6 +52,7 @@ from ..harness import (
     machine_info,
     warm_up,
 )
+from ..report import write_json
 from ..scenarios.base import ScenarioError, median_index
 from ..scenarios.same_session_burst import combine
 from .app import StoreKind
@@ -490,22 +490,6 @@ def render_chart(report: Mapping[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -563,8 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     markdown = render_markdown(report)
     print(markdown)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_finite(report), indent=2, ensure_ascii=False, default=str)
-    _write(args.output_dir / "cluster.json", text + "\n")
+    write_json(args.output_dir / "cluster.json", report)
     render_chart(report, args.output_dir / "cluster.png")
     print(
         f"wrote {args.output_dir}/cluster.json and cluster.png in "

@@ -18,7 +18,6 @@ the front bridge. Every loop is bounded by a count and by a deadline.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import Counter
@@ -38,6 +37,8 @@ from ..scenarios.same_session_burst import (
     BurstResult,
     ClientResult,
     burst_client,
+    count_burst,
+    cpu_used,
 )
 from ..subjects._sessionguard import session_id as id_of
 from .app import StoreKind
@@ -139,13 +140,10 @@ def burst_across(
     by_host: dict[int, Counter[str]] = {server.host.index: Counter() for server in servers}
     for index, result in enumerate(results):
         by_host[servers[index % len(servers)].host.index].update(result.statuses)
-    server_cpu = (
-        cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
-    )
     return SpreadBurst(
         hosts=len(servers),
         servers=[server.subject.server for server in servers],
-        result=summarise(results, reads[0], id_of(cookie), server_cpu),
+        result=summarise(results, reads[0], id_of(cookie), cpu_used(cpu_before, cpu_after)),
         statuses_by_host={host: dict(sorted(c.items())) for host, c in by_host.items()},
         reads_agree=all(read == reads[0] for read in reads),
     )
@@ -155,35 +153,12 @@ def summarise(
     clients: Sequence[ClientResult], present: set[str], session_id: str, server_cpu: float | None
 ) -> BurstResult:
     """The burst's clients as one `BurstResult`, counted as the single-host burst counts."""
-    statuses: Counter[str] = Counter()
-    cookies: Counter[str] = Counter()
-    for result in clients:
-        statuses.update(result.statuses)
-        cookies.update(result.cookies)
-    acknowledged = {key for result in clients for key in result.acknowledged}
-    unacknowledged = {key for result in clients for key in result.unacknowledged}
-    latencies = [latency for result in clients for latency in result.latencies]
-    duration = max(r.finished for r in clients) - min(r.started for r in clients)
-    return BurstResult(
+    return count_burst(
+        clients,
+        present=present,
         session_id=session_id,
-        requests_sent=sum(statuses.values()),
-        responses=len(latencies),
-        unsent=sum(result.unsent for result in clients),
-        duration_s=duration,
-        requests_per_s=len(latencies) / duration if duration > 0 else math.nan,
-        latency=latency_stats(latencies),
-        statuses=dict(sorted(statuses.items())),
-        non_2xx={s: n for s, n in sorted(statuses.items()) if not s.startswith("2")},
-        reissued_ids=sum(
-            n for value, n in cookies.items() if not value or id_of(value) != session_id
-        ),
-        keys_attempted=len(acknowledged) + len(unacknowledged),
-        keys_acknowledged=len(acknowledged),
-        keys_present=len(present & (acknowledged | unacknowledged)),
-        lost_updates=len(acknowledged - present),
-        unacknowledged_present=len(unacknowledged & present),
+        id_of=id_of,
         final_read_cookie="the session's cookie, on every host",
-        client_cpu_s=sum(result.cpu_seconds for result in clients),
         server_cpu_s=server_cpu,
     )
 

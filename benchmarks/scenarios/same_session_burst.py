@@ -42,7 +42,7 @@ from .base import (
     summed,
 )
 
-__all__ = ["SCENARIO", "BurstResult", "burst_client"]
+__all__ = ["SCENARIO", "BurstResult", "burst_client", "count_burst", "cpu_used"]
 
 #: The issue's target: merge=True keeps at least this share of merge=False's throughput.
 TARGET_RATIO = 0.9
@@ -198,7 +198,35 @@ def run(
         present = set(response.json())
     except ValueError as exc:
         raise ScenarioError(f"final GET /keys is not a JSON list: {response.text[:200]!r}") from exc
+    return count_burst(
+        clients,
+        present=present,
+        session_id=session_id,
+        id_of=subject.session_id,
+        final_read_cookie=final_read,
+        server_cpu_s=cpu_used(cpu_before, cpu_after),
+    )
 
+
+def cpu_used(before: float | None, after: float | None) -> float | None:
+    """CPU seconds between two readings, or `None` when either is missing."""
+    return after - before if before is not None and after is not None else None
+
+
+def count_burst(
+    clients: Sequence[ClientResult],
+    *,
+    present: set[str],
+    session_id: str,
+    id_of: Callable[[str], str] | None,
+    final_read_cookie: str,
+    server_cpu_s: float | None,
+) -> BurstResult:
+    """The clients' results as one `BurstResult` (also the burst spread over several hosts).
+
+    `present`: the keys the final read found; `id_of`: the subject's `session_id`, `None`
+    when its cookie carries no id (then re-issued ids cannot be counted).
+    """
     statuses: Counter[str] = Counter()
     cookies: Counter[str] = Counter()
     for result in clients:
@@ -209,8 +237,7 @@ def run(
     latencies = [latency for result in clients for latency in result.latencies]
     duration = max(r.finished for r in clients) - min(r.started for r in clients)
     reissued = None
-    if subject.session_id is not None:
-        id_of = subject.session_id
+    if id_of is not None:
         reissued = sum(n for value, n in cookies.items() if not value or id_of(value) != session_id)
     return BurstResult(
         session_id=session_id,
@@ -228,11 +255,9 @@ def run(
         keys_present=len(present & (acknowledged | unacknowledged)),
         lost_updates=len(acknowledged - present),
         unacknowledged_present=len(unacknowledged & present),
-        final_read_cookie=final_read,
+        final_read_cookie=final_read_cookie,
         client_cpu_s=sum(result.cpu_seconds for result in clients),
-        server_cpu_s=(
-            cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
-        ),
+        server_cpu_s=server_cpu_s,
     )
 
 

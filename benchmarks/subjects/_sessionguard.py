@@ -1,18 +1,25 @@
-"""What the sessionguard subjects share: the secret, the store from the environment, ids."""
+"""What the sessionguard subjects share: the secret, the store from the environment, ids,
+and their apps (also served by every host of `benchmarks.cluster`)."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Literal, Unpack
 
 from ..harness import SERVICE_URL_ENV, Storage, Subject
+from ._routes import flask_app, starlette_routes
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from sessionguard import AsyncStore, Session, SyncStore
+    from sessionguard.options import SessionOptions
     from sessionguard.stores.file import FileStore
     from sessionguard.stores.redis import RedisStore
     from sessionguard.stores.sql import SQLStore
+    from sessionguard.wsgi import SessionMiddleware as WSGISessionMiddleware
 
 #: Not a secret: the benchmark servers listen on 127.0.0.1 only and are thrown away.
 SECRET_KEY = "benchmark-secret-key-not-for-production"
@@ -74,6 +81,38 @@ def configure_logging() -> None:
     # Neither gunicorn nor uvicorn configures the root logger: without this,
     # sessionguard's "not saved" errors would reach the log without their level.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def wsgi_app(
+    import_name: str, open_store: Callable[[], SyncStore], **options: Unpack[SessionOptions]
+) -> WSGISessionMiddleware:
+    """The routes in a Flask app (named `import_name`) behind sessionguard's WSGI
+    middleware, on the store `open_store()` opens once logging is configured."""
+    from flask import request
+
+    from sessionguard.wsgi import ENVIRON_KEY, SessionMiddleware
+
+    configure_logging()
+
+    def current() -> Session:
+        session: Session = request.environ[ENVIRON_KEY]
+        return session
+
+    app = flask_app(import_name, current)
+    return SessionMiddleware(app, SECRET_KEY, store=open_store(), **options)
+
+
+def asgi_app(open_store: Callable[[], AsyncStore], **options: Unpack[SessionOptions]) -> Starlette:
+    """The routes in a Starlette app behind sessionguard's ASGI middleware, on the store
+    `open_store()` opens once logging is configured."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+
+    from sessionguard.asgi import SessionMiddleware
+
+    configure_logging()
+    session = Middleware(SessionMiddleware, secret_key=SECRET_KEY, store=open_store(), **options)
+    return Starlette(routes=starlette_routes(), middleware=[session])
 
 
 def env(*, store: StoreName, merge: bool) -> dict[str, str]:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from ..harness import Subject
 from ._peer import SECRET_KEY
+from ._routes import starlette_routes
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -17,28 +18,11 @@ def create_app() -> Starlette:
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.middleware.sessions import SessionMiddleware
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, PlainTextResponse
-    from starlette.routing import Route
 
-    async def health(request: Request) -> PlainTextResponse:
-        return PlainTextResponse("ok")
-
-    async def set_key(request: Request) -> PlainTextResponse:
-        request.session[request.path_params["key"]] = 1
-        return PlainTextResponse("ok")
-
-    async def keys(request: Request) -> JSONResponse:
-        return JSONResponse(sorted(request.session))
-
-    routes = [
-        Route("/health", health),
-        Route("/set/{key}", set_key, methods=["POST"]),
-        Route("/keys", keys),
-    ]
     # Starlette's defaults: cookie "session", 14 days, SameSite=lax, itsdangerous signature.
     return Starlette(
-        routes=routes, middleware=[Middleware(SessionMiddleware, secret_key=SECRET_KEY)]
+        routes=starlette_routes(),
+        middleware=[Middleware(SessionMiddleware, secret_key=SECRET_KEY)],
     )
 
 
