@@ -51,7 +51,15 @@ class Ran:
     stderr: str
 
 
-@pytest.fixture(params=["file", "sqlite", "postgres", "redis", "redis-cluster"])
+@pytest.fixture(
+    params=[
+        "file",
+        "sqlite",
+        "postgres",
+        "redis",
+        pytest.param("redis-cluster", marks=pytest.mark.integration),  # six servers
+    ]
+)
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     kind: str = request.param
     if kind == "file":

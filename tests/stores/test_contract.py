@@ -43,6 +43,7 @@ class Backend:
     id: str
     factory: Callable[[Env], Store]
     follows_clock: bool = True
+    marks: tuple[pytest.MarkDecorator, ...] = ()
 
 
 def redis_store(env: Env) -> Store:
@@ -80,7 +81,10 @@ BACKENDS = [
     Backend("file-durable", lambda env: FileStore(env.directory, clock=env.clock)),
     Backend("file", lambda env: FileStore(env.directory, durable=False, clock=env.clock)),
     Backend("redis", redis_store, follows_clock=False),
-    Backend("redis-cluster", redis_cluster_store, follows_clock=False),
+    # Six servers to start: with the integration tests, out of `make test-unit`.
+    Backend(
+        "redis-cluster", redis_cluster_store, follows_clock=False, marks=(pytest.mark.integration,)
+    ),
     Backend("sqlite", sqlite_store),
     Backend("postgres", postgres_store),
 ]
@@ -91,7 +95,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     moves_time = metafunc.definition.get_closest_marker("moves_time") is not None
     chosen = [b for b in BACKENDS if b.follows_clock or not moves_time]
-    params = [pytest.param(b.factory, id=b.id) for b in chosen]
+    params = [pytest.param(b.factory, id=b.id, marks=b.marks) for b in chosen]
     metafunc.parametrize("store", params, indirect=True)
 
 

@@ -23,6 +23,8 @@ from sessionguard.errors import ConfigurationError
 from sessionguard.stores.redis import RedisStore
 from tests.servers import RedisCluster
 
+pytestmark = pytest.mark.integration
+
 USER = "alice@example.com"
 
 
