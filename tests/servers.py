@@ -48,6 +48,22 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> Non
     )
 
 
+def children_of(parent: int) -> list[int]:
+    """The pids whose parent is `parent` (a postmaster's backends, walsender, ...)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        if int(stat.rpartition(")")[2].split()[1]) == parent:
+            found.append(int(entry.name))
+    return found
+
+
 def stop(process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
     if process is None or process.poll() is not None:
         return
@@ -375,18 +391,7 @@ class PostgresServer:
         if self.process is None or self.process.poll() is not None:
             return []
         postmaster = self.process.pid
-        children = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:  # exited meanwhile
-                continue
-            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-            if int(stat.rpartition(")")[2].split()[1]) == postmaster:
-                children.append(int(entry.name))
-        return [postmaster, *children]
+        return [postmaster, *children_of(postmaster)]
 
     def freeze(self) -> None:
         """SIGSTOP the postmaster and every child: connections stay open and nothing
