@@ -115,6 +115,9 @@ def sentinel_round(binary: str, replicas: int) -> dict[str, Any]:
                 writes_per_client=400,
                 breaks=lambda: kill_master_while_replicas_lag(master, servers[1:]),
                 break_after=60,
+                # Sentinel reconfigures the other replica after the promotion; with
+                # replicas=1 writes wait for it, which took over 10 s in some runs.
+                run_after_break=20.0,
             )
             client.close()
         finally:
