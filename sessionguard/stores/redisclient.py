@@ -111,10 +111,11 @@ class Half(NamedTuple):
         replicas, timeout_ms = self.replication
         if not replicas:
             return self.script(source, keys, args)
-        # On a cluster, WAIT goes where the write went: the master of the key's slot.
-        where = {"target_nodes": self.client.get_node_from_key(keys[0])} if self.cluster else {}
 
         def pipeline() -> Any:
+            # On a cluster, WAIT goes where the write went: the master of the key's slot
+            # (asked only now: an asyncio cluster client knows it once initialized).
+            where = {"target_nodes": self.client.get_node_from_key(keys[0])} if self.cluster else {}
             pipe = self.client.pipeline(transaction=False)
             # EVAL, not EVALSHA: a pipeline cannot load a script it finds missing.
             pipe.execute_command("EVAL", source, len(keys), *keys, *args)

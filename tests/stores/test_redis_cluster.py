@@ -106,3 +106,19 @@ async def test_ready_cluster_clients_serve_both_apis(redis_cluster: RedisCluster
         assert client.ping()
         client.close()
         await async_client.aclose()
+
+
+async def test_replicated_writes_reach_a_replica_from_both_clients_on_first_use(
+    redis_cluster: RedisCluster,
+) -> None:
+    store = RedisStore(
+        redis_cluster.url, cluster=True, prefix=f"replicated-{uuid.uuid4().hex}:", replicas=1
+    )
+    first, second = session_keys(2)
+    try:
+        # Each client's very first command is a replicated write: WAIT must find its master.
+        assert await store.asave(first, b"async", expires_at=time.time() + 60) == 1
+        assert store.save(second, b"sync", expires_at=time.time() + 60) == 1
+        assert await store.adelete(first) and store.delete(second)
+    finally:
+        await store.aclose()
