@@ -22,6 +22,7 @@ from markupsafe import Markup
 from sessionguard import FileStore, MemoryStore
 from sessionguard.cipher import RecordCipher
 from sessionguard.flask import FlaskSession, SessionInterface, get_session
+from sessionguard.hashedids import HashedIds
 from sessionguard.stores import Store
 from sessionguard.stores.base import BaseStore
 from sessionguard.users import UserSessions
@@ -306,4 +307,20 @@ def test_the_flask_interface_records_devices_when_asked(tmp_path: Path) -> None:
     client.post("/set/_user_id/7", headers={"User-Agent": "Mozilla/5.0 Firefox/130.0"})
     [shown] = UserSessions(store, "flask-secret", user_key="_user_id").sessions("7")
     assert (shown.user_agent, shown.network) == ("Mozilla/5.0 Firefox/130.0", "127.0.0.0/24")
+    store.close()
+
+
+def test_the_flask_interface_stores_records_under_hashed_ids(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "sessions")
+    ids = HashedIds(HashedIds.new_key())
+    app = make_app(store)
+    app.session_interface = SessionInterface(store=store, hashed_ids=ids)
+    client = app.test_client()
+    client.post("/set/_user_id/7")
+    cookie = client.get_cookie("session")
+    assert cookie is not None and client.get("/read").json == {"_user_id": "7"}
+    names = [p.name for p in (tmp_path / "sessions").rglob("*")]
+    assert names and not any(cookie.value.split(".")[0] in name for name in names)
+    users = UserSessions(store, "flask-secret", user_key="_user_id", hashed_ids=ids)
+    assert [s.session for s in users.sessions("7")] == [users.hash_of(cookie.value)]
     store.close()
