@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit lint fmt bench bench-all bench-cluster bench-failover clean
+.PHONY: run screenshot test test-unit lint fmt bench bench-all bench-cluster bench-failover clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[all]" --group dev
 	touch $(STAMP)
 
-## run: serve the example app (Starlette + FileStore in ./sessions) on http://127.0.0.1:8000
+## run: the demo page (Starlette + FileStore in ./sessions) on http://127.0.0.1:8000
 run: $(STAMP)
 	$(BIN)/python -m uvicorn examples.app:app --host 127.0.0.1 --port $${PORT:-8000}
+
+## screenshot: click through the demo in headless Chromium and update docs/demo.png
+screenshot: $(STAMP)
+	SESSIONGUARD_SCREENSHOT=1 $(BIN)/python -m pytest tests/demo
 
 ## test: the whole suite, integration tests included
 test: $(STAMP)
