@@ -315,7 +315,8 @@ def _add_migrate(
         nargs=2,
         required=True,
         metavar=("KIND", "SOURCE"),
-        help="django-file, django-db, flask-session, beaker-file or pickle-dir, and its location",
+        help="django-file, django-db, flask-session, beaker-file, pickle-dir or quixote-dir, "
+        "and its location",
     )
     migrate.add_argument("--to", required=True, metavar="TARGET", help=target)
     migrate.add_argument("--cookie-name", help="the old backend's cookie name")

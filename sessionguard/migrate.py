@@ -7,7 +7,8 @@ print(report.summary())
 ```
 
 Each live session is saved under `legacy_key(cookie_name, id)`, where the middleware's
-`LegacyCookie(cookie_name)` adopts it on the user's next request. `open_source` returns
+`LegacyCookie(cookie_name)` adopts it on the user's next request (a Quixote session under
+its own id, where `sessionguard.quixote.SessionGuardStore` finds it). `open_source` returns
 the same reader as a read-only `LegacySource`, to adopt sessions straight from the old
 store instead. Pickle-based stores are read only with `trust_pickle=True`; a record that
 cannot be read is counted and skipped, never fatal.
@@ -29,6 +30,7 @@ from .ops import key_hash
 from .sources.base import DEFAULT_MAX_AGE, LegacyReader, Undecodable
 from .sources.django import DjangoDBReader, DjangoFileReader
 from .sources.pickled import BeakerFileReader, FlaskSessionReader, PickleDirReader
+from .sources.quixote_dir import QuixoteDirReader
 from .stores.base import SyncStore
 
 __all__ = [
@@ -48,6 +50,7 @@ SOURCE_KINDS: tuple[str, ...] = (
     "flask-session",
     "beaker-file",
     "pickle-dir",
+    "quixote-dir",
 )
 #: The cookie each old backend sets by default; migrated records are keyed by it.
 DEFAULT_COOKIE_NAMES: dict[str, str] = {
@@ -56,11 +59,13 @@ DEFAULT_COOKIE_NAMES: dict[str, str] = {
     "flask-session": "session",
     "beaker-file": "beaker.session.id",
     "pickle-dir": "session",
+    "quixote-dir": "QX_session",
 }
 _PICKLE_READERS: dict[str, Callable[..., LegacyReader]] = {
     "flask-session": FlaskSessionReader,
     "beaker-file": BeakerFileReader,
     "pickle-dir": PickleDirReader,
+    "quixote-dir": QuixoteDirReader,
 }
 
 
@@ -162,7 +167,15 @@ def run_migration(
     after each record with the number examined so far. `cookie_name` defaults to the old
     backend's default (`DEFAULT_COOKIE_NAMES`) and must be the middleware's
     `LegacyCookie` name.
+
+    `quixote-dir` sessions are copied under their own ids, for `sessionguard.quixote`'s
+    `SessionGuardStore` (which refuses unsigned records, so `sign_with` is required).
     """
+    if kind == "quixote-dir" and (sign_with is None or hashed_ids is not None):
+        raise ConfigurationError(
+            "quixote-dir sessions are copied for sessionguard.quixote.SessionGuardStore: give "
+            "its secret_key (--secret-key) so the records are signed; it keeps no hashed ids"
+        )
     reader = open_source(
         kind,
         source,
@@ -189,7 +202,7 @@ def run_migration(
                 except TypeError as exc:  # a value msgpack cannot hold (a datetime, ...)
                     report._undecodable(kind, Undecodable(item.legacy_id, "unencodable", str(exc)))
                 else:
-                    key = legacy_key(name, item.legacy_id)
+                    key = item.legacy_id if reader.keeps_ids else legacy_key(name, item.legacy_id)
                     if hashed_ids is not None:
                         key = hashed_ids.of_session(key)
                     target.save(key, payload, expires_at=item.expires_at)

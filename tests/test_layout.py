@@ -68,6 +68,9 @@ LAYERS = {
     "wsgi": 6,
     "flask": 6,
     "asgi": 6,
+    # Quixote's session3 store: an integration, like flask; nothing imports it.
+    "objectstate": 1,
+    "quixote": 6,
     # Django's engine: its settings, the SessionBase, the middleware, the package.
     "django.config": 6,
     "django.store": 7,
@@ -77,6 +80,7 @@ LAYERS = {
     "sources.base": 4,
     "sources.django": 5,
     "sources.pickled": 5,
+    "sources.quixote_dir": 5.5,
     "sources": 6,
     "migrate": 6,
     "": 7,  # the package root re-exports everything
@@ -102,12 +106,23 @@ STORE_MAY_IMPORT = {
     "verdicts",
     "errors",
 }
-FRAMEWORKS = {"starlette", "fastapi", "flask", "werkzeug", "django", "quart", "aiohttp"}
+FRAMEWORKS = {
+    "starlette",
+    "fastapi",
+    "flask",
+    "werkzeug",
+    "django",
+    "quart",
+    "aiohttp",
+    "session3",
+    "quixote",
+}
 # Reading Django's sessions means checking their signatures with django.core.signing,
 # imported lazily when a Django reader is created (only `sessionguard migrate` does that).
 FRAMEWORK_READERS = {
     "sources.django": {"django"},
     "flask": {"flask"},
+    "quixote": {"session3"},  # a session3 SessionStore
     "django.config": {"django"},
     "django.store": {"django"},
     "django.middleware": {"django", "asgiref"},

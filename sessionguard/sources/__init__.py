@@ -6,6 +6,7 @@ DjangoDBReader       Django's db backend: the django_session table (SQLite file 
 FlaskSessionReader   Flask-Session's filesystem/cachelib store: <dir>/<sha256 of key>
 BeakerFileReader     Beaker's file sessions: <data_dir>/container_file/<i>/<id>/<id>.cache
 PickleDirReader      a directory of pickled dicts named by session id
+QuixoteDirReader     Quixote session3's DirectorySessionStore: pickled session objects
 ```
 
 Each one iterates the stored sessions (`scan`, or plain iteration) and loads one by its
@@ -17,6 +18,7 @@ from __future__ import annotations
 from .base import DEFAULT_MAX_AGE, LegacyReader, LegacyRecord, Undecodable
 from .django import DjangoDBReader, DjangoFileReader
 from .pickled import BeakerFileReader, FlaskSessionReader, PickleDirReader
+from .quixote_dir import QuixoteDirReader
 
 __all__ = [
     "DEFAULT_MAX_AGE",
@@ -27,5 +29,6 @@ __all__ = [
     "LegacyReader",
     "LegacyRecord",
     "PickleDirReader",
+    "QuixoteDirReader",
     "Undecodable",
 ]

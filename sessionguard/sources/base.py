@@ -70,6 +70,9 @@ class LegacyReader(abc.ABC):
     """
 
     kind: ClassVar[str]
+    #: `migrate` copies each record under its own id (where an integration that keeps the
+    #: old ids looks it up, as `sessionguard.quixote` does), not under a `legacy_key`.
+    keeps_ids: ClassVar[bool] = False
 
     def __init__(self, *, max_age: int, clock: Callable[[], float]) -> None:
         if max_age <= 0:

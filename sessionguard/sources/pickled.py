@@ -206,6 +206,8 @@ class PickleDirReader(PickleReader):
     """A directory of pickled dicts, each file named by its session id; mtime + `max_age`."""
 
     kind = "pickle-dir"
+    #: The file names a cookie could carry (its session ids); others are passed over.
+    names = _PICKLE_ID_RE
 
     def __init__(
         self,
@@ -220,11 +222,11 @@ class PickleDirReader(PickleReader):
 
     def scan(self) -> Iterator[LegacyRecord | Undecodable]:
         for name in sorted(os.listdir(self.directory)):
-            if _PICKLE_ID_RE.fullmatch(name) and (self.directory / name).is_file():
+            if self.names.fullmatch(name) and (self.directory / name).is_file():
                 yield from self.scan_one(name, self._read, name)
 
     def fetch(self, cookie_value: str) -> LegacyRecord | None:
-        if not _PICKLE_ID_RE.fullmatch(cookie_value):
+        if not self.names.fullmatch(cookie_value):
             return None
         try:
             return self._read(cookie_value)
