@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -38,8 +37,9 @@ from tests.failover import (
     kill_master_while_its_replica_lags,
     kill_master_while_replicas_lag,
     run_burst,
+    sentinel_group,
 )
-from tests.servers import RedisCluster, RedisServer, free_port, stop, wait_for_port
+from tests.servers import RedisCluster
 
 RESULTS = Path(__file__).resolve().parent / "results" / "failover.json"  # in RESULTS_DIR
 
@@ -67,63 +67,22 @@ def cluster_round(binary: str, cli: str, replicas: int) -> dict[str, Any]:
 
 
 def sentinel_round(binary: str, replicas: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as name:
-        directory = Path(name)
-        servers: list[RedisServer] = []
-        sentinel: subprocess.Popen[bytes] | None = None
-        try:
-            (directory / "m").mkdir()
-            master = RedisServer(
-                binary, directory / "m", extra_args=["--repl-diskless-sync-delay", "0"]
-            )
-            master.start()
-            servers.append(master)
-            for n in range(2):
-                (directory / f"r{n}").mkdir()
-                replica = RedisServer(
-                    binary,
-                    directory / f"r{n}",
-                    extra_args=["--replicaof", "127.0.0.1", str(master.port)]
-                    + ["--repl-diskless-sync-delay", "0"],
-                )
-                replica.start()
-                servers.append(replica)
-            port = free_port()
-            config = directory / "sentinel.conf"
-            config.write_text(
-                f"port {port}\nbind 127.0.0.1\n"
-                f"sentinel monitor sessions 127.0.0.1 {master.port} 1\n"
-                "sentinel down-after-milliseconds sessions 1000\n"
-                "sentinel failover-timeout sessions 5000\n"
-            )
-            log = directory / "sentinel.log"
-            with log.open("wb") as out:
-                command = [binary, str(config), "--sentinel"]
-                sentinel = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-            wait_for_port(port, sentinel, log)
-            watcher = Sentinel([("127.0.0.1", port)], socket_timeout=1.0)  # type: ignore[no-untyped-call]
-            deadline = time.monotonic() + 20
-            while len(watcher.discover_slaves("sessions")) < 2:  # type: ignore[no-untyped-call]
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the sentinel never found both replicas")
-                time.sleep(0.1)
-            client = watcher.master_for("sessions", socket_timeout=1.0)  # type: ignore[no-untyped-call]
-            store = RedisStore(client=client, prefix="failover:", replicas=replicas)
-            burst, final, broke_at = run_burst(
-                store,
-                clients=6,
-                writes_per_client=400,
-                breaks=lambda: kill_master_while_replicas_lag(master, servers[1:]),
-                break_after=60,
-                # Sentinel reconfigures the other replica after the promotion; with
-                # replicas=1 writes wait for it, which took over 10 s in some runs.
-                run_after_break=20.0,
-            )
-            client.close()
-        finally:
-            stop(sentinel)
-            for server in servers:
-                server.kill()
+    with tempfile.TemporaryDirectory() as name, sentinel_group(binary, Path(name)) as group:
+        (master, *lagging), port = group
+        watcher = Sentinel([("127.0.0.1", port)], socket_timeout=1.0)  # type: ignore[no-untyped-call]
+        client = watcher.master_for("sessions", socket_timeout=1.0)  # type: ignore[no-untyped-call]
+        store = RedisStore(client=client, prefix="failover:", replicas=replicas)
+        burst, final, broke_at = run_burst(
+            store,
+            clients=6,
+            writes_per_client=400,
+            breaks=lambda: kill_master_while_replicas_lag(master, lagging),
+            break_after=60,
+            # Sentinel reconfigures the other replica after the promotion; with
+            # replicas=1 writes wait for it, which took over 10 s in some runs.
+            run_after_break=20.0,
+        )
+        client.close()
     return summary(burst, final, broke_at)
 
 

@@ -57,6 +57,18 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
 
 
 @pytest.fixture
+def own_cluster(redis_cluster: RedisCluster, tmp_path: Path) -> Iterator[RedisCluster]:
+    """A Redis Cluster of this test's own, to kill or freeze nodes of without harming any
+    other test."""
+    cluster = RedisCluster(redis_cluster.binary, redis_cluster.cli, tmp_path)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
 def own_redis(tmp_path: Path, redis_server: RedisServer) -> Iterator[RedisServer]:
     """A redis-server of this test's own (so killing it harms no other test), with AOF on."""
     server = RedisServer(redis_server.binary, tmp_path, persistent=True)

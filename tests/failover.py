@@ -8,20 +8,23 @@ about pytest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from sessionguard.stores.base import SyncStore
 from sessionguard.wsgi import SessionMiddleware, get_session
-from tests.servers import RedisCluster, RedisServer
+from tests.servers import RedisCluster, RedisServer, free_port, stop, wait_for_port
 
 SECRET = "failover-burst-secret"
 
@@ -176,3 +179,73 @@ def kill_master_while_replicas_lag(master: RedisServer, replicas: list[RedisServ
     finally:
         for process in stopped:
             os.kill(process.pid, signal.SIGCONT)
+
+
+def wait_for_replicas(master: RedisServer, count: int) -> None:
+    """Until `count` replicas are online and in sync with `master` (bounded)."""
+    import redis  # here: `make bench` imports this module without redis-py
+
+    deadline = time.monotonic() + 20
+    with redis.Redis.from_url(master.url) as client:
+        while time.monotonic() < deadline:
+            info = client.info("replication")
+            online = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+            if len(online) >= count and all(r.get("state") == "online" for r in online):
+                return
+            time.sleep(0.1)
+    raise RuntimeError(f"{count} replicas did not come online within 20 s")
+
+
+@contextlib.contextmanager
+def sentinel_group(binary: str, directory: Path) -> Iterator[tuple[list[RedisServer], int]]:
+    """A master with two replicas (so one is left after a failover), both in sync, and a
+    sentinel watching it as "sessions" that has found both; yields the servers (master
+    first) and the sentinel's port, and stops them all."""
+    # Without the delay, a master waits 5 s for more replicas before syncing the first.
+    no_delay = ["--repl-diskless-sync-delay", "0"]
+    (directory / "master").mkdir()
+    master = RedisServer(binary, directory / "master", extra_args=no_delay)
+    servers = [master]
+    sentinel: subprocess.Popen[bytes] | None = None
+    try:
+        master.start()
+        for n in range(2):
+            (directory / f"replica{n}").mkdir()
+            replica = RedisServer(
+                binary,
+                directory / f"replica{n}",
+                extra_args=["--replicaof", "127.0.0.1", str(master.port), *no_delay],
+            )
+            replica.start()
+            servers.append(replica)
+        port = free_port()
+        config = directory / "sentinel.conf"  # the sentinel rewrites it: it must be writable
+        config.write_text(
+            f"port {port}\nbind 127.0.0.1\n"
+            f"sentinel monitor sessions 127.0.0.1 {master.port} 1\n"
+            "sentinel down-after-milliseconds sessions 1000\n"
+            "sentinel failover-timeout sessions 5000\n"
+        )
+        log = directory / "sentinel.log"
+        with log.open("wb") as out:
+            command = [binary, str(config), "--sentinel"]
+            sentinel = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        wait_for_port(port, sentinel, log)
+        wait_for_replicas(master, 2)
+        _wait_until_the_sentinel_knows(port, replicas=2)
+        yield servers, port
+    finally:
+        stop(sentinel)
+        for server in servers:
+            server.kill()
+
+
+def _wait_until_the_sentinel_knows(port: int, *, replicas: int) -> None:
+    from redis.sentinel import Sentinel  # here: `make bench` imports this without redis-py
+
+    watcher = Sentinel([("127.0.0.1", port)], socket_timeout=1.0)  # type: ignore[no-untyped-call]
+    deadline = time.monotonic() + 20
+    while len(watcher.discover_slaves("sessions")) < replicas:  # type: ignore[no-untyped-call]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the sentinel did not find {replicas} replicas within 20 s")
+        time.sleep(0.1)

@@ -313,9 +313,11 @@ class RedisCluster:
         self.nodes[port].start()
 
     def stop(self) -> None:
-        """SIGTERM every node, then wait for each (SIGKILL after 10 s)."""
+        """SIGTERM every node, then wait for each (SIGKILL after 10 s). A node a test
+        froze (SIGSTOP) is resumed first: a stopped process never sees the SIGTERM."""
         for node in self.nodes.values():
             if node.process is not None and node.process.poll() is None:
+                node.process.send_signal(signal.SIGCONT)
                 node.process.send_signal(signal.SIGTERM)
         for node in self.nodes.values():
             stop(node.process)

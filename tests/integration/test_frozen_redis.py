@@ -14,7 +14,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -119,20 +118,6 @@ def test_each_request_of_a_burst_answers_503_within_the_bound(frozen: RedisServe
 #: A frozen cluster master: one socket timeout, then the cluster client learns the
 #: cluster again and tries once more; after that its replica takes over.
 CLUSTER_BOUND = 3.5
-
-
-@pytest.fixture
-def own_cluster(redis_cluster: RedisCluster, tmp_path: Path) -> Iterator[RedisCluster]:
-    """A cluster of this test's own (freezing its nodes harms no other test)."""
-    cluster = RedisCluster(redis_cluster.binary, redis_cluster.cli, tmp_path)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        for node in cluster.nodes.values():
-            if node.process is not None and node.process.poll() is None:
-                os.kill(node.process.pid, signal.SIGCONT)
-        cluster.stop()
 
 
 @pytest.mark.parametrize("adapter", ["asgi", "wsgi"])

@@ -12,13 +12,11 @@ replica again (here: the killed node restarted, as its supervisor would).
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from redis.sentinel import Sentinel
 
 from sessionguard.errors import StoreUnavailableError
@@ -27,8 +25,10 @@ from tests.failover import (
     kill_master_while_its_replica_lags,
     kill_master_while_replicas_lag,
     run_burst,
+    sentinel_group,
+    wait_for_replicas,
 )
-from tests.servers import RedisCluster, RedisServer, free_port, stop, wait_for_port
+from tests.servers import RedisCluster, RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -36,17 +36,6 @@ pytestmark = pytest.mark.integration
 #: (1 s) and election, plus the killed node's restart and resync. A bound for this
 #: machine; the README states it.
 RECOVERY_BOUND = 15.0
-
-
-@pytest.fixture
-def own_cluster(redis_cluster: RedisCluster, tmp_path: Path) -> Iterator[RedisCluster]:
-    """A cluster of this test's own (killing its nodes harms no other test)."""
-    cluster = RedisCluster(redis_cluster.binary, redis_cluster.cli, tmp_path)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_a_killed_cluster_master_loses_no_acknowledged_write_with_replicas(
@@ -85,75 +74,20 @@ def first_confirmed_save(store: RedisStore, key: str) -> int | None:
             time.sleep(0.1)
 
 
-def wait_for_replicas(master: RedisServer, count: int) -> None:
-    """Until `count` replicas are online and in sync with `master` (bounded)."""
-    deadline = time.monotonic() + 20
-    with redis.Redis.from_url(master.url) as client:
-        while time.monotonic() < deadline:
-            info = client.info("replication")
-            online = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
-            if len(online) >= count and all(r.get("state") == "online" for r in online):
-                return
-            time.sleep(0.1)
-    raise AssertionError(f"{count} replicas did not come online within 20 s")
-
-
 @pytest.fixture
-def sentinel_group(
+def sentinel_servers(
     redis_server: RedisServer, tmp_path: Path
 ) -> Iterator[tuple[list[RedisServer], int]]:
-    """A master with two replicas (so one is left after a failover) and a sentinel."""
-    # Without the delay, a master waits 5 s for more replicas before syncing the first.
-    master = RedisServer(
-        redis_server.binary, tmp_path / "master", extra_args=["--repl-diskless-sync-delay", "0"]
-    )
-    servers = [master]
-    sentinel: subprocess.Popen[bytes] | None = None
-    try:
-        (tmp_path / "master").mkdir()
-        master.start()
-        for n in range(2):
-            directory = tmp_path / f"replica{n}"
-            directory.mkdir()
-            replica = RedisServer(
-                redis_server.binary,
-                directory,
-                extra_args=["--replicaof", "127.0.0.1", str(master.port)]
-                + ["--repl-diskless-sync-delay", "0"],
-            )
-            replica.start()
-            servers.append(replica)
-        port = free_port()
-        config = tmp_path / "sentinel.conf"
-        config.write_text(
-            f"port {port}\nbind 127.0.0.1\n"
-            f"sentinel monitor sessions 127.0.0.1 {master.port} 1\n"
-            "sentinel down-after-milliseconds sessions 1000\n"
-            "sentinel failover-timeout sessions 5000\n"
-        )
-        log = tmp_path / "sentinel.log"
-        with log.open("wb") as out:
-            sentinel = subprocess.Popen(
-                [redis_server.binary, str(config), "--sentinel"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for_port(port, sentinel, log)
-        yield servers, port
-    finally:
-        stop(sentinel)
-        for server in servers:
-            server.kill()
+    """A master with two replicas and a sentinel (see `tests.failover.sentinel_group`)."""
+    with sentinel_group(redis_server.binary, tmp_path) as group:
+        yield group
 
 
 def test_a_failed_over_sentinel_master_loses_no_acknowledged_write_with_replicas(
-    sentinel_group: tuple[list[RedisServer], int],
+    sentinel_servers: tuple[list[RedisServer], int],
 ) -> None:
-    (master, *replicas), port = sentinel_group
+    (master, *replicas), port = sentinel_servers
     sentinel = Sentinel([("127.0.0.1", port)], socket_timeout=1.0)
-    deadline = time.monotonic() + 20
-    while not sentinel.discover_slaves("sessions") and time.monotonic() < deadline:
-        time.sleep(0.1)  # until the sentinel has found both replicas
     client = sentinel.master_for("sessions", socket_timeout=1.0)
     store = RedisStore(client=client, prefix="sentinel-failover:", replicas=1)
 
