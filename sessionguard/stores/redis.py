@@ -49,13 +49,19 @@ from .base import (
     iterate_flow,
     run_flow,
 )
+
+# redis-py comes through redisclient, which says which extra to install when it is missing.
 from .redisclient import (
+    AsyncRetry,
+    ExponentialBackoff,
     Half,
     Replication,
+    Retry,
     Side,
     cursor_of,
     in_pipeline,
     primaries,
+    redis,
     runs_on_cluster,
     scan_options,
 )
@@ -69,19 +75,6 @@ from .redisscripts import (
     SESSIONS_OF_SCRIPT,
     TOUCH_SCRIPT,
 )
-
-try:
-    import redis
-    import redis.asyncio
-    import redis.asyncio.cluster
-    import redis.cluster
-    from redis.asyncio.retry import Retry as AsyncRetry
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ConfigurationError(
-        "RedisStore needs the redis client: pip install 'sessionguard[redis]'"
-    ) from exc
 
 __all__ = ["RedisStore"]
 

@@ -16,11 +16,16 @@ from typing import Any, NamedTuple
 
 from ..errors import ConfigurationError, StoreUnavailableError
 
+# The one check that the `redis` extra is installed: `sessionguard.stores.redis` imports
+# redis-py (and the retry classes) from here.
 try:
     import redis
     import redis.asyncio
     import redis.asyncio.cluster
     import redis.cluster
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ConfigurationError(
         "RedisStore needs the redis client: pip install 'sessionguard[redis]'"
@@ -38,6 +43,9 @@ from .redisscripts import (
 
 __all__ = [
     "SHAS",
+    "AsyncRetry",
+    "ExponentialBackoff",
+    "Retry",
     "Half",
     "Replication",
     "Side",
@@ -47,6 +55,7 @@ __all__ = [
     "runs_on_cluster",
     "primaries",
     "ready",
+    "redis",
     "replicated",
     "scan_options",
     "then",
