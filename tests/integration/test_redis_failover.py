@@ -139,6 +139,10 @@ def test_replicas_that_cannot_confirm_answer_503_within_the_timeout(
         with pytest.raises(StoreUnavailableError, match="reached 0 of the 1 replica"):
             store.save(key, b"v2", expires_at=time.time() + 60, expected_version=version)
         assert time.monotonic() - started < 1.0  # the 0.3 s WAIT, not a socket timeout
+        # A refresh waits for no replica (losing one only shortens a session); a logout does.
+        assert store.touch(key, time.time() + 120)
+        with pytest.raises(StoreUnavailableError, match="reached 0 of the 1 replica"):
+            store.delete(key)
     finally:
         store.close()
         master.kill()
